@@ -1,0 +1,156 @@
+"""The `latentlab` command: argument parsing and subcommands, each a call to a plain function.
+
+Every user error (a bad option, config value, dataset or checkpoint) prints one line and exits
+with status 2, without a traceback. A diverged training run exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from latentlab import __version__
+from latentlab import config as C
+from latentlab.errors import TrainingDiverged, UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    return "resume" if args.resume else "overwrite" if args.overwrite else "new"
+
+
+def _run_options(p: argparse.ArgumentParser, default_out: str | None = None) -> None:
+    p.add_argument("--out", required=default_out is None, default=default_out,
+                   help="run directory to create" + (f" (default: {default_out})"
+                                                     if default_out else ""))
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run in --out and start again")
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from latentlab.recipes.train import TOKENIZER_PRESETS, TokenizerRunConfig, train_tokenizer
+
+    mode = _mode(args)
+    overrides = C.overrides_from(args)
+    if args.config:
+        cfg = C.load(TokenizerRunConfig, args.config, overrides)
+    elif mode == "resume":  # continue with the run's own configuration
+        cfg = C.load(TokenizerRunConfig, Path(args.out) / "config.yaml", overrides)
+    else:
+        preset = TOKENIZER_PRESETS[args.preset]
+        cfg = C.from_dict(TokenizerRunConfig, _merged(C.to_dict(preset), overrides))
+    metrics = train_tokenizer(cfg, args.out, mode)
+    _print_summary(metrics)
+    return 0
+
+
+def _merged(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        C.set_dotted(base, key, value)
+    return base
+
+
+def _print_summary(metrics: dict) -> None:
+    test = metrics.get("test", {})
+    parts = [f"{k} {v:.4g}" for k, v in test.items()]
+    print("test: " + ", ".join(parts) + f" (mean-image MSE {metrics['mean_image_mse']:.4g})")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from latentlab.study.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from latentlab.data.info import describe, format_description
+
+    print(format_description(describe(args.spec, grid=args.grid)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from latentlab.recipes.train import TOKENIZER_PRESETS, TokenizerRunConfig
+
+    parser = Parser(prog="latentlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"latentlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("demo", help="the main job: train and evaluate on the built-in digits",
+                       description="Train the demo decomposer on the built-in handwritten "
+                                   "digits and write reconstructions and metrics.")
+    p.add_argument("--out", default="runs/demo", help="output directory, replaced if it holds "
+                                                      "an earlier demo (default: runs/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train-tokenizer", help="train a decomposer (tokenizer)",
+                       description="Train a decomposer. Settings come from the preset, then "
+                                   "--config FILE.yaml, then the dotted options below.")
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument("--preset", default="digits-ae", choices=sorted(TOKENIZER_PRESETS),
+                   help="built-in configuration used when no --config is given")
+    _run_options(p)
+    C.add_arguments(p, TokenizerRunConfig)
+    p.set_defaults(func=cmd_train_tokenizer)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    q = data_sub.add_parser("info", help="validate every item of a dataset and summarise it",
+                            description="Decode and check every item of both splits; print "
+                                        "size, shape, value range and label histogram.")
+    q.add_argument("spec", help="dataset spec, e.g. digits, shapes:size=32, folder:PATH")
+    q.add_argument("--grid", help="also save a grid of examples to this PNG")
+    q.set_defaults(func=cmd_data_info)
+    return parser
+
+
+def _setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `latentlab` console script and `python -m latentlab`."""
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        code = args.func(args)
+    except UserError as e:
+        print(f"latentlab: error: {e}", file=sys.stderr)
+        code = 2
+    except TrainingDiverged as e:
+        print(f"latentlab: training diverged: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    return _exit(code)
+
+
+def _exit(code: int) -> int:
+    """Leave cleanly; under torchrun, skip interpreter teardown, where gloo can abort."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from latentlab.training.distributed import shutdown
+
+        if code == 0:
+            shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -1,0 +1,1 @@
+"""Metrics: reconstruction, generation, latent and rate."""

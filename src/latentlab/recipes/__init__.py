@@ -1,0 +1,1 @@
+"""Decomposer objectives (recipes) and the commands that train decomposers."""

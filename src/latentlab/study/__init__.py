@@ -1,0 +1,1 @@
+"""Multi-recipe studies and the demo."""

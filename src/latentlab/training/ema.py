@@ -1,0 +1,47 @@
+"""Exponential moving average of a model's weights, used for evaluation and sampling."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+class EMA(nn.Module):
+    """Keeps `shadow`, a frozen copy of `model` whose weights trail the live ones.
+
+    After each optimizer step, shadow <- decay * shadow + (1 - decay) * live. Buffers (norm
+    statistics and the like) are copied, not averaged. Early on the decay is lowered to
+    (1 + n) / (10 + n) after n updates, so the average does not remember the random init.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        n = int(self.updates)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        live = dict(model.named_parameters())
+        for name, p in self.shadow.named_parameters():
+            p.lerp_(live[name].detach(), 1.0 - decay)
+        live_buffers = dict(model.named_buffers())
+        for name, b in self.shadow.named_buffers():
+            b.copy_(live_buffers[name])
+
+    @contextlib.contextmanager
+    def swapped_into(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Temporarily load the EMA weights into `model` (for evaluation), then restore."""
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow.state_dict())
+        try:
+            yield model
+        finally:
+            model.load_state_dict(saved)
