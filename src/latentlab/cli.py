@@ -15,6 +15,7 @@ from pathlib import Path
 from latentlab import __version__
 from latentlab import config as C
 from latentlab.errors import TrainingDiverged, UserError
+from latentlab.training.rundir import CONFIG
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,7 +49,10 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     if args.config:
         cfg = C.load(TokenizerRunConfig, args.config, overrides)
     elif mode == "resume":  # continue with the run's own configuration
-        cfg = C.load(TokenizerRunConfig, Path(args.out) / "config.yaml", overrides)
+        stored = Path(args.out) / CONFIG
+        if not stored.exists():
+            raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
+        cfg = C.load(TokenizerRunConfig, stored, overrides)
     else:
         preset = TOKENIZER_PRESETS[args.preset]
         cfg = C.from_dict(TokenizerRunConfig, _merged(C.to_dict(preset), overrides))

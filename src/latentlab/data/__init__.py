@@ -1,12 +1,26 @@
 """Datasets named by spec strings (see `load_dataset`), in the pixel convention of `pixels`."""
 
 from latentlab.data.base import ArrayDataset, Batch, LatentlabDataset, collate
-from latentlab.data.builtin import digits
+from latentlab.data.folder import CorruptImage, ImageFolder
+from latentlab.data.info import describe, format_description
+from latentlab.data.load import LOADERS, load_dataset
+from latentlab.data.spec import KINDS, DatasetSpec, infer_kind, parse_spec
+from latentlab.data.splits import SPLITS
 
-
-def load_dataset(spec: str, split: str = "train", skip_corrupt: bool = False) -> LatentlabDataset:
-    """Temporary: only `digits` until the spec parser lands."""
-    return digits(split, f"{spec}[{split}]")
-
-
-__all__ = ["ArrayDataset", "Batch", "LatentlabDataset", "collate", "load_dataset"]
+__all__ = [
+    "KINDS",
+    "LOADERS",
+    "SPLITS",
+    "ArrayDataset",
+    "Batch",
+    "CorruptImage",
+    "DatasetSpec",
+    "ImageFolder",
+    "LatentlabDataset",
+    "collate",
+    "describe",
+    "format_description",
+    "infer_kind",
+    "load_dataset",
+    "parse_spec",
+]

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
+from skimage.data import lfw_subset
 
 from latentlab import pixels
 from latentlab.data.base import ArrayDataset
@@ -23,6 +23,8 @@ __all__ = ["SPLIT_SEED", "digits", "faces", "mixture", "mixture_centres", "mixtu
 
 def digits(split: str, name: str) -> ArrayDataset:
     """scikit-learn's 8x8 handwritten digits (values 0..16), stratified 80/20 split."""
+    from sklearn.datasets import load_digits  # here: sklearn takes ~1 s to import
+
     d = load_digits()
     images = (d.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # (N, 8, 8) in [-1, 1]
     idx = stratified_indices(d.target, split)
@@ -74,8 +76,6 @@ def faces(split: str, name: str, size: int) -> ArrayDataset:
 
     Resized to (1, S, S) with bicubic interpolation (clamped: bicubic overshoots at edges).
     """
-    from skimage.data import lfw_subset  # imported here: skimage.data is slow to import
-
     images = np.asarray(lfw_subset())  # (200, 25, 25); floats in [0, 1] (its docstring says uint8)
     if images.dtype == np.uint8:
         images = images / 255.0

@@ -15,6 +15,7 @@ comma, since the comma separates options.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class Option:
 def _at_least(low: int | float, cast: type) -> Callable[[str], object]:
     def parse(text: str):
         value = cast(text)
-        if not value >= low:  # written so that NaN fails too
+        if not (value >= low and math.isfinite(value)):  # NaN and inf fail too
             raise ValueError(text)
         return value
 

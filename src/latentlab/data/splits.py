@@ -6,7 +6,6 @@ Legend: N items.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from latentlab.errors import DataError
 
@@ -22,6 +21,8 @@ def check_split(split: str) -> None:
 
 def stratified_indices(labels: np.ndarray, split: str, test_size: float = 0.2) -> np.ndarray:
     """Indices of `split` in a fixed stratified split of (N,) labels (built-in datasets)."""
+    from sklearn.model_selection import train_test_split  # here: sklearn takes ~1 s to import
+
     train, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels,
                                    random_state=SPLIT_SEED)
     return train if split == "train" else test

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny, fast configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from latentlab.data.config import DataConfig
+from latentlab.recipes.train import TokenizerRunConfig
+from latentlab.tokenizers.autoencoder import AutoencoderConfig
+from latentlab.training.config import TrainConfig
+
+
+def tiny_run_config(**train) -> TokenizerRunConfig:
+    """A digits autoencoder small enough to train a few dozen steps in about a second."""
+    defaults = dict(steps=20, batch_size=16, lr=3e-3, warmup=2, log_every=5, eval_every=0,
+                    checkpoint_every=10, ema=0.9)
+    return TokenizerRunConfig(
+        data=DataConfig(spec="digits"),
+        model=AutoencoderConfig(channels=8, ch_mult=(1, 2), blocks=1, latent_channels=2),
+        train=TrainConfig(**{**defaults, **train}),
+    )
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny_run_config
+
+
+def replace_train(cfg: TokenizerRunConfig, **train) -> TokenizerRunConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))

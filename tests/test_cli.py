@@ -1,0 +1,76 @@
+"""The command line: user errors are one line with exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from latentlab.cli import main
+
+FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.channels", "8",
+        "--train.warmup", "0"]
+
+
+def run_main(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits by itself on usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train-tokenizer"], "the following arguments are required: --out"),
+    (["train-tokenizer", "--out", "X", "--train.steps", "0"], "train.steps: must be >= 1"),
+    (["train-tokenizer", "--out", "X", "--train.stpes", "3"], "unrecognized arguments"),
+    (["train-tokenizer", "--out", "X", "--config", "missing.yaml"], "no such config file"),
+    (["train-tokenizer", "--out", "X", "--resume", "--overwrite"], "exclude each other"),
+    (["train-tokenizer", "--out", "nowhere", "--resume"], "no run to resume"),
+    (["train-tokenizer", "--out", "X", "--model.ch_mult", "[1,2,2,2,2]"],
+     "model.ch_mult: downsampling factor 16 does not divide the image size 8x8"),
+    (["train-tokenizer", "--out", "X", "--data.spec", "nosuchset"], "nosuchset"),
+    (["nosuchcommand"], "invalid choice"),
+])
+def test_user_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capsys, argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_existing_run_needs_resume_or_overwrite(capsys, tmp_path):
+    out = str(tmp_path / "run")
+    assert run_main(capsys, ["train-tokenizer", "--out", out, *FAST])[0] == 0
+    code, _, err = run_main(capsys, ["train-tokenizer", "--out", out, *FAST])
+    assert code == 2 and "already holds a run; pass --resume" in err
+    assert run_main(capsys, ["train-tokenizer", "--out", out, *FAST, "--overwrite"])[0] == 0
+    # resuming with a different architecture is refused by name
+    code, _, err = run_main(capsys, ["train-tokenizer", "--out", out, *FAST, "--resume",
+                                     "--model.channels", "16"])
+    assert code == 2 and "model.channels is 16 here but 8" in err
+    # extending a finished run is allowed
+    code, _, _ = run_main(capsys, ["train-tokenizer", "--out", out, "--resume",
+                                   "--train.steps", "4"])
+    assert code == 0
+
+
+def test_refuses_to_delete_a_foreign_directory(capsys, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    code, _, err = run_main(capsys, ["train-tokenizer", "--out", str(tmp_path), "--overwrite",
+                                     *FAST])
+    assert code == 2 and "refusing to delete" in err
+    assert (tmp_path / "precious.txt").exists()
+
+
+def test_real_process_exit_code_and_help():
+    done = subprocess.run([sys.executable, "-m", "latentlab", "train-tokenizer", "--out", "x",
+                           "--train.lr", "-1"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "latentlab: error: train.lr: must be > 0, got -1.0"
+    helped = subprocess.run([sys.executable, "-m", "latentlab", "train-tokenizer", "--help"],
+                            capture_output=True, text=True)
+    assert helped.returncode == 0 and "Optimizer steps to train for" in helped.stdout
