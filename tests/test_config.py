@@ -71,3 +71,14 @@ def test_cli_options_carry_docs_and_types():
                          "train.channels_last": False}
     cfg = C.load(TokenizerRunConfig, None, overrides)
     assert cfg.data.spec == "123" and cfg.train.channels_last is False
+
+
+def test_preset_files_match_the_registry():
+    """configs/*.yaml are the presets of the code, not a second copy that drifts."""
+    from pathlib import Path
+
+    from latentlab.recipes.train import TOKENIZER_PRESETS
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name, preset in TOKENIZER_PRESETS.items():
+        assert C.load(TokenizerRunConfig, root / f"{name}.yaml") == preset, name

@@ -96,6 +96,7 @@ def _restore(run: RunDir, objective: Objective, ema: EMA | None,
         ema.load_state_dict(split["ema"])
     for phase, opt in optimizers.items():
         opt.load_state_dict(ckpt.state["optimizers"][phase])
+    torch.set_rng_state(ckpt.state["rng"].cpu())
     log.info("resumed from %s", ckpt.path)
     return ckpt.step
 
@@ -186,6 +187,7 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
                 with (contextlib.nullcontext() if sync else model.no_sync()), \
                         _autocast(cfg, device):
                     loss, step_logs = model(phase, batch, step)
+                # note: a host-device sync per micro-batch; cheap next to a training step
                 if D.any_rank(not torch.isfinite(loss).item(), world):
                     done = checkpoint.latest(run.checkpoints) if world.is_main else None
                     raise TrainingDiverged(
@@ -224,6 +226,8 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
             D.barrier()
         progress.update(done_steps)
     progress.close()
+    if start >= cfg.steps and world.is_main:  # resumed a finished run: still report on it
+        evals = _evaluate(objective, ema, eval_data, view, run, cfg.steps)
     identical = D.replicas_identical(list(objective.parameters()), world)
     if world.is_main:
         run.log(cfg.steps, {"replicas_identical": float(identical)})
