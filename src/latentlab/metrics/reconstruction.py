@@ -6,10 +6,6 @@ Legend: B batch, C channels, H height, W width.
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
 
 from latentlab.pixels import DATA_RANGE, HIGH, LOW
 
@@ -20,6 +16,12 @@ def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, to
     Returns per-image tensors (B,) so callers can average over any number of batches. PSNR is
     per image, then averaged (the convention of image-codec papers), in dB for range [-1, 1].
     """
+    # imported here: torchmetrics costs a second at start-up, which `--help` should not pay
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
+
     assert x.shape == x_hat.shape and x.ndim == 4, f"got {tuple(x.shape)}, {tuple(x_hat.shape)}"
     x, x_hat = x.float(), x_hat.float().clamp(LOW, HIGH)
     mse = (x - x_hat).pow(2).flatten(1).mean(1)

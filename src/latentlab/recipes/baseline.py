@@ -25,7 +25,8 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torc
     return F.l1_loss(x_hat, x) if kind == "l1" else F.mse_loss(x_hat, x)
 
 
-def eval_batches(data: LatentlabDataset, device: torch.device, memory_format=torch.contiguous_format):
+def eval_batches(data: LatentlabDataset, device: torch.device | str,
+                 memory_format=torch.contiguous_format):
     """The whole of `data` in order, in batches, on `device`."""
     sampler = [list(range(i, min(i + EVAL_BATCH, len(data))))
                for i in range(0, len(data), EVAL_BATCH)]

@@ -76,7 +76,7 @@ def mean_over_ranks(values: dict[str, float], world: World) -> dict[str, float]:
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=world.device)
     dist.all_reduce(t)
-    return {k: v / world.size for k, v in zip(keys, t.tolist())}
+    return {k: v / world.size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 def any_rank(flag: bool, world: World) -> bool:

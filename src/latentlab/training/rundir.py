@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from latentlab.errors import UserError
-from latentlab.training import distributed as D
 from latentlab.io import atomic_path, write_text
+from latentlab.training import distributed as D
 
 Mode = Literal["new", "resume", "overwrite"]
 CONFIG = "config.yaml"
