@@ -121,3 +121,35 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ckpt = checkpoint.load_latest(run.checkpoints)
     assert ckpt.step == 4
     assert all(math.isfinite(v) for v in ckpt.tensors["model.net.weight"].flatten().tolist())
+
+
+class TwoPhase(Objective):
+    """Phase 'a' fits `a` to 3 through `b` (like a generator through its discriminator);
+    phase 'b' fits `b` to -2. Each phase's optimizer must move only its own parameter."""
+
+    phases = ("a", "b")
+
+    def __init__(self, couple: bool):
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.zeros(())), nn.Parameter(torch.zeros(()))
+        self.couple = couple
+
+    def phase_parameters(self, phase):
+        return [self.a] if phase == "a" else [self.b]
+
+    def forward(self, phase, batch, step):
+        if phase == "a":
+            loss = (self.a - 3).pow(2) + (self.b.pow(2) * self.a if self.couple else 0)
+        else:
+            loss = (self.b + 2).pow(2)
+        return loss, {f"loss/{phase}": loss.detach()}
+
+
+def test_each_phase_steps_only_its_own_parameters(tmp_path):
+    """Phase a's gradient reaches b, yet b ends exactly where phase b alone takes it."""
+    coupled, alone = TwoPhase(couple=True), TwoPhase(couple=False)
+    for name, objective in (("c", coupled), ("s", alone)):
+        train(objective, vectors(), cfg(steps=40, lr=0.1), RunDir(tmp_path / name), "x: 1")
+    assert torch.equal(coupled.b, alone.b)
+    assert alone.b.item() == pytest.approx(-2, abs=0.3)
+    assert coupled.a.item() != alone.a.item()  # b really did enter phase a's loss

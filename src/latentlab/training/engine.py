@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from latentlab import pixels
 from latentlab.data.base import Batch, LatentlabDataset, collate
-from latentlab.errors import TrainingDiverged
+from latentlab.errors import DataError, TrainingDiverged
 from latentlab.training import checkpoint
 from latentlab.training import distributed as D
 from latentlab.training.config import TrainConfig
@@ -81,6 +81,21 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 def _loader(data: LatentlabDataset, sampler: StepSampler, workers: int) -> DataLoader:
     return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                       persistent_workers=workers > 0)
+
+
+def _next(batches) -> Batch:
+    """The next batch; a data error raised in a DataLoader worker comes back as one line.
+
+    DataLoader re-raises a worker's exception with the worker's whole traceback as its message;
+    the user needs only the last line, which names the file.
+    """
+    try:
+        return next(batches)
+    except DataError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1:
+            raise type(e)(lines[-1].split(": ", 1)[-1]) from None
+        raise
 
 
 def _restore(run: RunDir, objective: Objective, ema: EMA | None,
@@ -174,7 +189,7 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
     for step in range(start, cfg.steps):
         torch.manual_seed(step_seed(cfg.seed, world.rank, step))
         factor = lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
-        micro = [next(batches).to(device, fmt) for _ in range(cfg.accumulate)]
+        micro = [_next(batches).to(device, fmt) for _ in range(cfg.accumulate)]
         skipped += sum(b.skipped for b in micro)
         for phase in objective.phases:
             opt = optimizers[phase]
