@@ -8,18 +8,25 @@ a loaded laptop and an idle server. It ends with its figures, one per line, as `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 PEAK_SIZES = (1024, 2048, 4096)
 """Square matmul sizes tried for the peak; the best of them is the peak."""
 QUICK_PEAK_SIZES = (1024,)
+MATMUL_BACKENDS = ("mm", "conv1x1")
+"""Two routes to a square product: `torch.mm` (MKL's sgemm in fp32, oneDNN in bf16) and a 1x1
+convolution (oneDNN in both, as the models' convolutions are). On CPUs that MKL does not favour
+(AMD) oneDNN's fp32 kernel is much the faster, and an fp32 peak from `torch.mm` alone would put
+convolutions above 100 % of it."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,17 @@ def print_figures(figures: Sequence[Figure]) -> None:
         print(figure.line(), flush=True)
 
 
+def machine_description() -> str:
+    """One line saying what the figures were measured on."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f
+                      if line.startswith("model name")), model)
+    isa = torch.backends.cpu.get_cpu_capability()
+    return (f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, {isa} kernels")
+
+
 def make_parser(description: str) -> argparse.ArgumentParser:
     """The command line every benchmark takes: `--quick` for a smoke run of a few seconds."""
     parser = argparse.ArgumentParser(description=description)
@@ -51,8 +69,8 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                 min_sample_s: float = 0.0) -> dict[str, float]:
+def median_times(fns: dict[Hashable, Callable[[], object]], repeats: int, warmup: int = 1,
+                 min_sample_s: float = 0.0) -> dict[Hashable, float]:
     """Median wall-clock seconds per call of each function, keyed like `fns`.
 
     The functions are timed in turns (one sample of each per round), so that a burst of load
@@ -73,7 +91,7 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int
             fn()
             once = time.perf_counter() - start
         number[name] = max(1, math.ceil(min_sample_s / max(once, 1e-9))) if warmup else 1
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    samples: dict[Hashable, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
@@ -127,26 +145,37 @@ class OtherLoad:
         self.fraction = max(others, 0.0) / (wall * (os.cpu_count() or 1))
 
 
-def matmul_gflops(n: int, dtype: torch.dtype, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of one (n, n) @ (n, n) matmul in `dtype` (2 n^3 FLOPs)."""
+def _square_product(n: int, dtype: torch.dtype, backend: str) -> Callable[[], torch.Tensor]:
+    """A (n, n) @ (n, n) product in `dtype` computed by `backend`, ready to call."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(dtype)
     b = torch.randn(n, n, generator=g).to(dtype)
-    seconds = median_time(lambda: torch.mm(a, b), repeats, warmup=2)
+    if backend == "mm":
+        return lambda: torch.mm(a, b)
+    # the same product as a 1x1 convolution: (1, K=n, M=n, 1) by (N=n, K=n, 1, 1)
+    x, w = a.T.reshape(1, n, n, 1).contiguous(), b.T.reshape(n, n, 1, 1).contiguous()
+    return lambda: F.conv2d(x, w)
+
+
+def matmul_gflops(n: int, dtype: torch.dtype, backend: str = "mm", repeats: int = 5) -> float:
+    """Achieved GFLOP/s of one (n, n) @ (n, n) product (2 n^3 FLOPs); see `MATMUL_BACKENDS`."""
+    seconds = median_time(_square_product(n, dtype, backend), repeats, warmup=2)
     return 2 * n**3 / seconds / 1e9
 
 
 def matmul_sweep(dtype: torch.dtype, sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5
-                 ) -> dict[int, float]:
-    """Achieved GFLOP/s of a square matmul of each size in `sizes`, keyed by size."""
-    return {n: matmul_gflops(n, dtype, repeats) for n in sizes}
+                 ) -> dict[tuple[str, int], float]:
+    """Achieved GFLOP/s of a square matmul of each backend and size, keyed (backend, size)."""
+    return {(backend, n): matmul_gflops(n, dtype, backend, repeats)
+            for backend in MATMUL_BACKENDS for n in sizes}
 
 
 def measure_peak(dtype: torch.dtype, sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5
                  ) -> float:
     """This machine's matmul peak in `dtype`, GFLOP/s: the best square matmul of `sizes`.
 
-    Uses torch's default thread count, as training does. Large square matmuls are the best case
-    for the BLAS (MKL fp32, oneDNN bf16), so this is the ceiling a model's FLOP/s is held to.
+    The best of both `MATMUL_BACKENDS`, with torch's default thread count as training has.
+    Large square products are the best case of a dense kernel, so this is the ceiling that a
+    model's convolutions and matmuls are held to.
     """
     return max(matmul_sweep(dtype, sizes, repeats).values())

@@ -3,23 +3,28 @@
     python benchmarks/engine_speed.py [--quick] [--profile]
 
 Two cases, each in the engine's two settings (bf16 autocast + channels_last, fp32 + NCHW):
-    digits_ae  the `digits-ae` preset: 1x8x8 images, batch 64 (small: bound by per-op overhead)
-    conv32     3x32x32 images, channels 64, ch_mult (1, 2, 2), batch 64 (bound by convolutions)
+    digits_ae  the `digits-ae` preset: 1x8x8 images, batch 64, ~3 GFLOP per step
+    conv32     3x32x32 images, channels 64, ch_mult (1, 2, 2), batch 64, ~220 GFLOP per step
 A "bare step" is one optimizer step as `latentlab.training.train` does it for one phase, with the
 engine's own optimizer groups and autocast: zero grads, forward, backward, clip, AdamW. Its FLOPs
 are counted by `FlopCounterMode` (convolutions and matmuls, forward and backward; norms,
 activations and the optimizer add time but no counted FLOPs). Then `train` itself runs the
-digits preset end to end, and `engine_overhead` is the extra time per step the loop adds (data,
-seeding, EMA, syncs, set-up, the final evaluation and checkpoint).
+digits preset in a temporary run directory, a few times, each beside a sample of the bare step:
+`engine_overhead` is the extra time per step of the whole call (data, seeding, EMA, syncs, and
+set-up, final evaluation and checkpoint spread over its steps), `engine_loop_overhead` that of
+the loop alone, from the rate the engine logs.
 
 Figures, per case and precision: images/s, achieved GFLOP/s, the fraction of the peak of that
 precision (`*_peak_fraction`; for fp32 runs also `*_bf16_peak_fraction`, of the machine's best),
-and the bf16 speed-up. `--profile` also prints the top operators of the conv32 bf16 step.
+and the bf16 speed-up. `other_load` is the share of the CPUs that other processes used during the
+run: well above zero, the figures are low and noisy. `--profile` also prints the top operators of
+the conv32 bf16 step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,82 +36,19 @@ from common import (
     QUICK_PEAK_SIZES,
     Figure,
     OtherLoad,
+    machine_description,
     make_parser,
     measure_peak,
+    median_time,
     median_times,
     print_figures,
 )
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from training_step import CASES, PRECISIONS, PRESET, QUICK_CASES, BareStep, Case, step_flops
 
 from latentlab.data import load_dataset
-from latentlab.data.base import Batch
 from latentlab.recipes.baseline import ReconstructionObjective
-from latentlab.recipes.train import TOKENIZER_PRESETS
-from latentlab.tokenizers.autoencoder import Autoencoder, AutoencoderConfig
+from latentlab.tokenizers.autoencoder import Autoencoder
 from latentlab.training import RunDir, train
-from latentlab.training.engine import _autocast, make_optimizers
-
-PRESET = TOKENIZER_PRESETS["digits-ae"]
-PRECISIONS = {"bf16": {"precision": "bf16", "channels_last": True},
-              "fp32": {"precision": "fp32", "channels_last": False}}
-
-
-@dataclass(frozen=True)
-class Case:
-    """A model and the images it trains on."""
-
-    model: AutoencoderConfig
-    shape: tuple[int, int, int]
-    """(C, H, W) of one image."""
-    batch: int
-
-
-CASES = {
-    "digits_ae": Case(dataclasses.replace(PRESET.model, in_channels=1), (1, 8, 8),
-                      PRESET.train.batch_size),
-    "conv32": Case(AutoencoderConfig(in_channels=3, channels=64, ch_mult=(1, 2, 2)),
-                   (3, 32, 32), 64),
-}
-
-
-class BareStep:
-    """One engine optimizer step of `ReconstructionObjective(Autoencoder(case.model))`, no loop.
-
-    Built as `train` builds it: the objective and the batch in the engine's memory format, the
-    engine's AdamW groups, its autocast; the preset's learning rate and clipping.
-    """
-
-    def __init__(self, case: Case, precision: str):
-        self.cfg = dataclasses.replace(PRESET.train, device="cpu", **PRECISIONS[precision])
-        fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
-        torch.manual_seed(0)
-        self.objective = ReconstructionObjective(Autoencoder(case.model), PRESET.loss)
-        self.objective.to(memory_format=fmt).train()
-        self.optimizer = make_optimizers(self.objective, self.cfg)["main"]
-        self.params = self.objective.phase_parameters("main")
-        x = torch.rand(case.batch, *case.shape) * 2 - 1  # pixels in [-1, 1]
-        self.batch = Batch(x.contiguous(memory_format=fmt),
-                           torch.zeros(case.batch, dtype=torch.int64))
-
-    def forward_backward(self) -> None:
-        with _autocast(self.cfg, torch.device("cpu")):
-            loss, _ = self.objective("main", self.batch, 0)
-        loss.backward()
-
-    def __call__(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.forward_backward()
-        nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.optimizer.step()
-
-
-def step_flops(step: BareStep) -> int:
-    """FLOPs of one forward and backward (the same whatever the dtype)."""
-    with FlopCounterMode(display=False) as counter:
-        step.forward_backward()
-    step.optimizer.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
 
 
 def engine_images_per_s(steps: int) -> tuple[float, float]:
@@ -126,6 +68,36 @@ def engine_images_per_s(steps: int) -> tuple[float, float]:
         result = train(objective, data, cfg, run, config_text="", eval_data=test)
         wall = time.perf_counter() - start
     return steps * cfg.batch_size / wall, result.logs["items_per_s"]
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """Medians over rounds of an engine run each beside a sample of the bare step."""
+
+    images_per_s: float
+    """End to end, wall clock of `train`."""
+    overhead: float
+    """Bare-step images/s over end-to-end engine images/s, minus 1."""
+    loop_overhead: float
+    """The same against the engine's own logged rate (no set-up, final evaluation, checkpoint)."""
+
+
+def engine_vs_bare(bare: BareStep, rounds: int, steps: int, min_sample_s: float) -> EngineResult:
+    """Time `train` on the digits preset against `bare`, the same step without the loop.
+
+    The two alternate, and each round's ratio is taken before the median: this machine's speed
+    drifts by 10-20 % over tens of seconds, more than the overhead being measured.
+    """
+    engine_images_per_s(min(steps, 20))  # warm-up: imports, the first run directory
+    runs, ratios, loop_ratios = [], [], []
+    for _ in range(rounds):
+        bare_images_per_s = bare.batch.x.shape[0] / median_time(bare, 3, 1, min_sample_s)
+        end_to_end, logged = engine_images_per_s(steps)
+        runs.append(end_to_end)
+        ratios.append(bare_images_per_s / end_to_end - 1)
+        loop_ratios.append(bare_images_per_s / logged - 1)
+    return EngineResult(statistics.median(runs), statistics.median(ratios),
+                        statistics.median(loop_ratios))
 
 
 def profile_step(step: BareStep, top: int = 15) -> None:
@@ -153,42 +125,62 @@ def case_figures(name: str, case: Case, seconds: dict[str, float], flops: int,
     return figures
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure: full runs for stable figures, `--quick` for a smoke run."""
+
+    cases: dict[str, Case]
+    peak_sizes: tuple[int, ...]
+    repeats: int
+    warmup: int
+    min_sample_s: float
+    engine_rounds: int
+    engine_steps: int
+
+
+FULL = Settings(CASES, PEAK_SIZES, repeats=11, warmup=2, min_sample_s=0.3, engine_rounds=5,
+                engine_steps=200)
+QUICK = Settings(QUICK_CASES,
+                 QUICK_PEAK_SIZES, repeats=1, warmup=1, min_sample_s=0.05, engine_rounds=1,
+                 engine_steps=20)
+
+
+def measure_cases(settings: Settings) -> tuple[dict[str, int], dict[tuple[str, str], float]]:
+    """FLOPs per step of each case, and median seconds per step of each (case, precision)."""
+    steps = {(n, p): BareStep(case, p) for n, case in settings.cases.items() for p in PRECISIONS}
+    flops = {n: step_flops(steps[n, "bf16"]) for n in settings.cases}
+    # all four in turns, so that drift or a burst of outside load does not skew one ratio
+    seconds = median_times(steps, settings.repeats, settings.warmup, settings.min_sample_s)
+    return flops, seconds
+
+
 def main() -> None:
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true",
                         help="also print the top operators of the conv32 bf16 step")
     args = parser.parse_args()
-    cases, sizes = CASES, PEAK_SIZES
-    repeats, warmup, min_sample_s, engine_steps = 15, 2, 0.3, 1000
-    if args.quick:
-        # a smoke run: conv32's step is ~200 GFLOP at batch 64, so take a small batch
-        cases = CASES | {"conv32": dataclasses.replace(CASES["conv32"], batch=8)}
-        sizes, repeats, warmup, min_sample_s, engine_steps = QUICK_PEAK_SIZES, 1, 1, 0.05, 30
+    settings = QUICK if args.quick else FULL
+    print(machine_description())
 
     with OtherLoad() as load:
-        peaks = {"fp32": measure_peak(torch.float32, sizes),
-                 "bf16": measure_peak(torch.bfloat16, sizes)}
-        steps = {(n, p): BareStep(case, p) for n, case in cases.items() for p in PRECISIONS}
-        flops = {n: step_flops(steps[n, "bf16"]) for n in cases}
-        # all four in turns, so that a burst of outside load does not skew one ratio
-        seconds = median_times({f"{n}/{p}": s for (n, p), s in steps.items()}, repeats,
-                               warmup, min_sample_s)
-        engine_images_per_s(min(engine_steps, 20))  # warm-up: imports, first run directory
-        engine, engine_logged = engine_images_per_s(engine_steps)
+        peaks = {"fp32": measure_peak(torch.float32, settings.peak_sizes),
+                 "bf16": measure_peak(torch.bfloat16, settings.peak_sizes)}
+        flops, seconds = measure_cases(settings)
+        engine = engine_vs_bare(BareStep(settings.cases["digits_ae"], "bf16"),
+                                settings.engine_rounds, settings.engine_steps,
+                                settings.min_sample_s)
     if args.profile:
-        profile_step(steps["conv32", "bf16"])
+        profile_step(BareStep(settings.cases["conv32"], "bf16"))
 
     figures = [Figure("fp32_matmul_peak", peaks["fp32"], "GFLOP/s"),
                Figure("bf16_matmul_peak", peaks["bf16"], "GFLOP/s")]
-    for name, case in cases.items():
-        print(f"{name}: batch {case.batch}, {flops[name] / 1e9:.3f} GFLOP per step "
-              "(forward + backward)")
-        by_precision = {p: seconds[f"{name}/{p}"] for p in PRECISIONS}
+    for name, case in settings.cases.items():
+        print(f"{name}: batch {case.batch}, {flops[name] / 1e9:.3f} GFLOP per training step")
+        by_precision = {p: seconds[name, p] for p in PRECISIONS}
         figures += case_figures(name, case, by_precision, flops[name], peaks)
-    bare = cases["digits_ae"].batch / seconds["digits_ae/bf16"]
-    figures += [Figure("engine_images_per_s", engine, "images/s"),
-                Figure("engine_overhead", 100 * (bare / engine - 1), "%"),
-                Figure("engine_loop_overhead", 100 * (bare / engine_logged - 1), "%"),
+    figures += [Figure("engine_images_per_s", engine.images_per_s, "images/s"),
+                Figure("engine_overhead", 100 * engine.overhead, "%"),
+                Figure("engine_loop_overhead", 100 * engine.loop_overhead, "%"),
                 Figure("other_load", 100 * load.fraction, "%")]
     print_figures(figures)
 

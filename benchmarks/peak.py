@@ -2,10 +2,10 @@
 
     python benchmarks/peak.py [--quick]
 
-Prints the GFLOP/s of each size tried, then the figures: the best size per dtype (what
-`common.measure_peak` returns) and their ratio, the most bf16 autocast can speed up
-matmul-bound training here. `other_load` is the share of the CPUs other processes used meanwhile:
-figures taken while it is well above zero are low.
+Prints the GFLOP/s of each backend and size tried (`common.MATMUL_BACKENDS`), then the
+figures: the best of them per dtype (what `common.measure_peak` returns) and their ratio, the
+most bf16 autocast can speed up matmul-bound training here. `other_load` is the share of the CPUs
+that other processes used meanwhile: figures taken while it is well above zero are low.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from common import (
     QUICK_PEAK_SIZES,
     Figure,
     OtherLoad,
+    machine_description,
     make_parser,
     matmul_sweep,
     print_figures,
@@ -23,18 +24,18 @@ from common import (
 
 
 def best_of_sweep(dtype: torch.dtype, sizes: tuple[int, ...], repeats: int) -> float:
-    """Print the GFLOP/s of each size and return the best."""
+    """Print the GFLOP/s of each backend and size; return the best."""
     sweep = matmul_sweep(dtype, sizes, repeats)
-    for n, gflops in sweep.items():
-        print(f"  {str(dtype).removeprefix('torch.'):>8} {n:5d}^3: {gflops:8.1f} GFLOP/s")
+    for (backend, n), gflops in sweep.items():
+        name = str(dtype).removeprefix("torch.")
+        print(f"  {name:>8} {backend:>7} {n:5d}^3: {gflops:8.1f} GFLOP/s")
     return max(sweep.values())
 
 
 def main() -> None:
     args = make_parser(__doc__.splitlines()[0]).parse_args()
     sizes, repeats = (QUICK_PEAK_SIZES, 3) if args.quick else (PEAK_SIZES, 9)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(machine_description())
     with OtherLoad() as load:
         fp32 = best_of_sweep(torch.float32, sizes, repeats)
         bf16 = best_of_sweep(torch.bfloat16, sizes, repeats)

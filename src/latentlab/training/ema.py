@@ -29,12 +29,11 @@ class EMA(nn.Module):
         self.updates += 1
         n = int(self.updates)
         decay = min(self.decay, (1 + n) / (10 + n))
-        live = dict(model.named_parameters())
-        for name, p in self.shadow.named_parameters():
-            p.lerp_(live[name].detach(), 1.0 - decay)
-        live_buffers = dict(model.named_buffers())
-        for name, b in self.shadow.named_buffers():
-            b.copy_(live_buffers[name])
+        # one fused call over all tensors (the shadow is a deepcopy: same parameter order)
+        torch._foreach_lerp_(list(self.shadow.parameters()),
+                             [p.detach() for p in model.parameters()], 1.0 - decay)
+        for b, live in zip(self.shadow.buffers(), model.buffers(), strict=True):
+            b.copy_(live)
 
     @contextlib.contextmanager
     def swapped_into(self, model: nn.Module) -> Iterator[nn.Module]:

@@ -68,8 +68,9 @@ def make_optimizers(objective: Objective, cfg: TrainConfig) -> dict[str, torch.o
         params = objective.phase_parameters(phase)
         groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        # foreach: one fused update over all tensors, ~5% of a small model's step on CPU
         optimizers[phase] = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                              betas=cfg.betas)
+                                              betas=cfg.betas, foreach=True)
     return optimizers
 
 

@@ -1,0 +1,85 @@
+"""One training step of the autoencoder as the engine takes it, for the benchmarks to time.
+
+Legend: B batch, C channels, H height, W width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from latentlab.data.base import Batch
+from latentlab.recipes.baseline import ReconstructionObjective
+from latentlab.recipes.train import TOKENIZER_PRESETS
+from latentlab.tokenizers.autoencoder import Autoencoder, AutoencoderConfig
+from latentlab.training.engine import _autocast, make_optimizers
+
+PRESET = TOKENIZER_PRESETS["digits-ae"]
+# the engine's default (TrainConfig) and the plain baseline to compare it with
+PRECISIONS = {"bf16": {"precision": "bf16", "channels_last": True},
+              "fp32": {"precision": "fp32", "channels_last": False}}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model and the images it trains on."""
+
+    model: AutoencoderConfig
+    shape: tuple[int, int, int]
+    """(C, H, W) of one image."""
+    batch: int
+
+
+CASES = {
+    "digits_ae": Case(dataclasses.replace(PRESET.model, in_channels=1), (1, 8, 8),
+                      PRESET.train.batch_size),
+    "conv32": Case(AutoencoderConfig(in_channels=3, channels=64, ch_mult=(1, 2, 2)),
+                   (3, 32, 32), 64),
+}
+
+# conv32's step is ~200 GFLOP at batch 64: smoke runs (`--quick`) take a batch of 8
+QUICK_CASES = CASES | {"conv32": dataclasses.replace(CASES["conv32"], batch=8)}
+
+
+class BareStep:
+    """One engine optimizer step of `ReconstructionObjective(Autoencoder(case.model))`, no loop.
+
+    Built as `train` builds it: the objective and the batch in the engine's memory format, the
+    engine's AdamW groups, its autocast; the preset's learning rate and clipping.
+    """
+
+    def __init__(self, case: Case, precision: str):
+        self.cfg = dataclasses.replace(PRESET.train, device="cpu", **PRECISIONS[precision])
+        fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        torch.manual_seed(0)
+        self.objective = ReconstructionObjective(Autoencoder(case.model), PRESET.loss)
+        self.objective.to(memory_format=fmt).train()
+        self.optimizer = make_optimizers(self.objective, self.cfg)["main"]
+        self.params = self.objective.phase_parameters("main")
+        x = torch.rand(case.batch, *case.shape) * 2 - 1  # pixels in [-1, 1]
+        self.batch = Batch(x.contiguous(memory_format=fmt),
+                           torch.zeros(case.batch, dtype=torch.int64))
+
+    def forward_backward(self) -> None:
+        # the engine's own (private) autocast, so that the step follows the engine if it changes
+        with _autocast(self.cfg, torch.device("cpu")):
+            loss, _ = self.objective("main", self.batch, 0)
+        loss.backward()
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.forward_backward()
+        nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+
+
+def step_flops(step: BareStep) -> int:
+    """FLOPs of one forward and backward (the same whatever the dtype)."""
+    with FlopCounterMode(display=False) as counter:
+        step.forward_backward()
+    step.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
