@@ -74,3 +74,13 @@ def test_real_process_exit_code_and_help():
     helped = subprocess.run([sys.executable, "-m", "latentlab", "train-tokenizer", "--help"],
                             capture_output=True, text=True)
     assert helped.returncode == 0 and "Optimizer steps to train for" in helped.stdout
+
+
+def test_data_info(capsys, tmp_path):
+    grid = tmp_path / "grid.png"
+    code, out, _ = run_main(capsys, ["data", "info", "digits", "--grid", str(grid)])
+    assert code == 0 and grid.stat().st_size > 0
+    assert "1437 items of (1, 8, 8)" in out and "360 items" in out
+    code, _, err = run_main(capsys, ["data", "info", "mixture:k=x"])
+    assert code == 2 and err.strip() == ("latentlab: error: dataset spec 'mixture:k=x': option "
+                                         "'k' must be a positive integer, got 'x'")
