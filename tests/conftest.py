@@ -8,7 +8,8 @@ import pytest
 
 from latentlab.data.config import DataConfig
 from latentlab.recipes.train import TokenizerRunConfig
-from latentlab.tokenizers.autoencoder import AutoencoderConfig
+from latentlab.tokenizers.conv import ConvConfig
+from latentlab.tokenizers.tokenizer import TokenizerConfig
 from latentlab.training.config import TrainConfig
 
 
@@ -18,7 +19,7 @@ def tiny_run_config(**train) -> TokenizerRunConfig:
                     checkpoint_every=10, ema=0.9)
     return TokenizerRunConfig(
         data=DataConfig(spec="digits"),
-        model=AutoencoderConfig(channels=8, ch_mult=(1, 2), blocks=1, latent_channels=2),
+        model=TokenizerConfig(latent_channels=2, conv=ConvConfig(channels=8, ch_mult=(1, 2))),
         train=TrainConfig(**{**defaults, **train}),
     )
 

@@ -9,7 +9,7 @@ import pytest
 
 from latentlab.cli import main
 
-FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.channels", "8",
+FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.conv.channels", "8",
         "--train.warmup", "0"]
 
 
@@ -29,8 +29,14 @@ def run_main(capsys, argv):
     (["train-tokenizer", "--out", "X", "--config", "missing.yaml"], "no such config file"),
     (["train-tokenizer", "--out", "X", "--resume", "--overwrite"], "exclude each other"),
     (["train-tokenizer", "--out", "nowhere", "--resume"], "no run to resume"),
-    (["train-tokenizer", "--out", "X", "--model.ch_mult", "[1,2,2,2,2]"],
-     "model.ch_mult: downsampling factor 16 does not divide the image size 8x8"),
+    (["train-tokenizer", "--out", "X", "--data.spec", "faces:size=20", "--model.conv.ch_mult",
+      "[1,2,2,2]"], "model.conv.ch_mult: downsampling factor 8 does not divide the image size "
+                    "20x20"),
+    (["train-tokenizer", "--out", "X", "--model.bottleneck.kind", "vq",
+      "--model.bottleneck.vq.codebook_size", "0"], "model.bottleneck.vq.codebook_size: must be"),
+    (["train-tokenizer", "--out", "X", "--model.bottleneck.kind", "fsq",
+      "--model.bottleneck.fsq.levels", "[1,5]", "--model.latent_channels", "2"],
+     "model.bottleneck.fsq.levels"),
     (["train-tokenizer", "--out", "X", "--data.spec", "nosuchset"], "nosuchset"),
     (["nosuchcommand"], "invalid choice"),
 ])
@@ -50,8 +56,8 @@ def test_existing_run_needs_resume_or_overwrite(capsys, tmp_path):
     assert run_main(capsys, ["train-tokenizer", "--out", out, *FAST, "--overwrite"])[0] == 0
     # resuming with a different architecture is refused by name
     code, _, err = run_main(capsys, ["train-tokenizer", "--out", out, *FAST, "--resume",
-                                     "--model.channels", "16"])
-    assert code == 2 and "model.channels is 16 here but 8" in err
+                                     "--model.conv.channels", "16"])
+    assert code == 2 and "model.conv.channels is 16 here but 8" in err
     # extending a finished run is allowed
     code, _, _ = run_main(capsys, ["train-tokenizer", "--out", out, "--resume",
                                    "--train.steps", "4"])

@@ -1,4 +1,8 @@
-"""The same command under torchrun: 2 gloo processes train one model with DDP."""
+"""The same command under torchrun: 2 gloo processes train one model with DDP.
+
+The VQ preset also exercises the codebook's own synchronisation (EMA statistics, k-means
+initialisation and restarts): `replicas_identical` compares parameters and buffers.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import pytest
 def test_two_process_gloo_run(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "latentlab", "train-tokenizer", "--out", str(out), "--train.steps", "60",
+           "-m", "latentlab", "train-tokenizer", "--preset", "digits-vq", "--out", str(out),
+           "--train.steps", "60",
            "--train.batch_size", "32", "--train.log_every", "10", "--train.eval_every", "0",
-           "--model.channels", "8", "--train.checkpoint_every", "30"]
+           "--model.conv.channels", "8", "--train.checkpoint_every", "30", "--train.warmup", "5",
+           "--train.ema", "0.9"]
     env_threads = {"OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, **env_threads})

@@ -42,7 +42,8 @@ def _run_options(p: argparse.ArgumentParser, default_out: str | None = None) -> 
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from latentlab.recipes.train import TOKENIZER_PRESETS, TokenizerRunConfig, train_tokenizer
+    from latentlab.recipes.presets import TOKENIZER_PRESETS
+    from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 
     mode = _mode(args)
     overrides = C.overrides_from(args)
@@ -88,7 +89,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from latentlab.recipes.train import TOKENIZER_PRESETS, TokenizerRunConfig
+    from latentlab.recipes.presets import TOKENIZER_PRESETS
+    from latentlab.recipes.train import TokenizerRunConfig
 
     parser = Parser(prog="latentlab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"latentlab {__version__}")
@@ -105,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a decomposer. Settings come from the preset, then "
                                    "--config FILE.yaml, then the dotted options below.")
     p.add_argument("--config", help="YAML config file (see configs/)")
-    p.add_argument("--preset", default="digits-ae", choices=sorted(TOKENIZER_PRESETS),
-                   help="built-in configuration used when no --config is given")
+    p.add_argument("--preset", default="digits-kl", choices=sorted(TOKENIZER_PRESETS),
+                   metavar="NAME", help="built-in configuration used when no --config is "
+                   f"given: {', '.join(TOKENIZER_PRESETS)} (default: digits-kl)")
     _run_options(p)
     C.add_arguments(p, TokenizerRunConfig)
     p.set_defaults(func=cmd_train_tokenizer)

@@ -141,6 +141,38 @@ def to_dict(cfg: Any) -> dict:
     return plain(cfg)
 
 
+def first_difference(a: Any, b: Any, skip: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
+    """The first field (dotted name, value in a, value in b) where two configs differ, or None.
+
+    Fields named in `skip` (dotted) are not compared.
+    """
+    def walk(x, y, prefix):
+        for key in x:
+            name = f"{prefix}{key}"
+            if name in skip:
+                continue
+            if isinstance(x[key], dict) and isinstance(y.get(key), dict):
+                found = walk(x[key], y[key], f"{name}.")
+                if found:
+                    return found
+            elif x[key] != y.get(key):
+                return name, x[key], y.get(key)
+        return None
+
+    return walk(to_dict(a), to_dict(b), "")
+
+
+def merge(base: dict, update: dict) -> dict:
+    """A new dict: `update` deep-merged into `base` (sections merge, values replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def set_dotted(data: dict, key: str, value: Any) -> None:
     """data['a']['b'] = value for key 'a.b', creating sections on the way."""
     *path, leaf = key.split(".")

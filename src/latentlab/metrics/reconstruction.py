@@ -11,10 +11,11 @@ from latentlab.pixels import DATA_RANGE, HIGH, LOW
 
 
 def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image MSE and PSNR, and SSIM, of (B, C, H, W) reconstructions (SSIM needs H, W >= 7).
+    """Per-item MSE; for (B, C, H, W) images also PSNR and SSIM (SSIM needs H, W >= 7).
 
-    Returns per-image tensors (B,) so callers can average over any number of batches. PSNR is
+    Returns per-item tensors (B,) so callers can average over any number of batches. PSNR is
     per image, then averaged (the convention of image-codec papers), in dB for range [-1, 1].
+    Vectors (B, D) get MSE only: they have no pixel range.
     """
     # imported here: torchmetrics costs a second at start-up, which `--help` should not pay
     from torchmetrics.functional.image import (
@@ -22,7 +23,9 @@ def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, to
         structural_similarity_index_measure,
     )
 
-    assert x.shape == x_hat.shape and x.ndim == 4, f"got {tuple(x.shape)}, {tuple(x_hat.shape)}"
+    assert x.shape == x_hat.shape, f"got {tuple(x.shape)} and {tuple(x_hat.shape)}"
+    if x.ndim != 4:
+        return {"mse": (x.float() - x_hat.float()).pow(2).flatten(1).mean(1)}
     x, x_hat = x.float(), x_hat.float().clamp(LOW, HIGH)
     mse = (x - x_hat).pow(2).flatten(1).mean(1)
     out = {"mse": mse,

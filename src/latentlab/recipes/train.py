@@ -1,13 +1,17 @@
-"""`latentlab train-tokenizer`: train a decomposer and leave a self-describing run directory."""
+"""`latentlab train-tokenizer`: train a decomposer and leave a self-describing run directory.
+
+The run directory gets, besides what every run has (see `training.rundir`):
+    RUN/tokenizer/           the trained tokenizer (EMA weights + latent statistics), which
+                             `Tokenizer.load(RUN)` reads
+    RUN/metrics.json         held-out figures of that tokenizer and the mean-image baseline
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -15,10 +19,15 @@ from latentlab import config as C
 from latentlab import pixels
 from latentlab.data import load_dataset
 from latentlab.data.config import DataConfig
-from latentlab.errors import ConfigError, DataError, UserError
+from latentlab.errors import ConfigError, UserError
 from latentlab.io import write_json
-from latentlab.recipes.baseline import ReconstructionObjective, eval_batches
-from latentlab.tokenizers.autoencoder import Autoencoder, AutoencoderConfig
+from latentlab.recipes.baseline import (
+    LossConfig,
+    TokenizerObjective,
+    eval_batches,
+    evaluate_tokenizer,
+)
+from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 from latentlab.training import RunDir, TrainConfig, train
 from latentlab.training import distributed as D
 from latentlab.training.rundir import Mode
@@ -31,62 +40,58 @@ class TokenizerRunConfig:
     """Everything `train-tokenizer` needs."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    """Where the images come from."""
-    model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    """The decomposer's architecture."""
-    loss: Literal["l1", "l2"] = "l2"
-    """Reconstruction loss."""
+    """Where the training data comes from."""
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The tokenizer's architecture and bottleneck."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """How reconstructions are scored."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training loop."""
 
 
-TOKENIZER_PRESETS: dict[str, TokenizerRunConfig] = {
-    "digits-ae": TokenizerRunConfig(
-        data=DataConfig(spec="digits"),
-        model=AutoencoderConfig(channels=32, ch_mult=(1, 2), blocks=1, latent_channels=2),
-        train=TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup=100, eval_every=500,
-                          checkpoint_every=500, log_every=100),
-    ),
-}
-
-
 def _check_resume(cfg: TokenizerRunConfig, run: RunDir) -> None:
     """A resumed run must continue the same experiment; only its length may change."""
-    stored = C.to_dict(C.load(TokenizerRunConfig, run.config_path))
-    given = C.to_dict(cfg)
-    stored["train"]["steps"] = given["train"]["steps"]
-    for section, values in given.items():
-        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
-            old = stored[section][key] if key else stored[section]
-            if old != value:
-                name = f"{section}.{key}" if key else section
-                raise UserError(f"--resume: {name} is {value!r} here but {old!r} in "
-                                f"{run.config_path}")
+    stored = C.load(TokenizerRunConfig, run.config_path)
+    found = C.first_difference(cfg, stored, skip=("train.steps",))
+    if found:
+        name, value, old = found
+        raise UserError(f"--resume: {name} is {value!r} here but {old!r} in {run.config_path}")
 
 
 def mean_image_mse(train_data, test_data) -> float:
-    """MSE of predicting every test image by the mean training image: the floor to beat."""
-    mean = torch.stack([b.x.mean(0) * len(b.x) for b in eval_batches(train_data, "cpu")]
-                       ).sum(0) / len(train_data)
+    """MSE of predicting every test item by the mean training item: the floor to beat."""
+    mean = torch.stack([b.x.sum(0) for b in eval_batches(train_data, "cpu")]).sum(0)
+    mean = mean / len(train_data)
     errors = [(b.x - mean).pow(2).flatten(1).mean(1) for b in eval_batches(test_data, "cpu")]
     return float(torch.cat(errors).mean())
 
 
+def build_tokenizer(cfg: TokenizerRunConfig, item_shape: tuple[int, ...]) -> TokenizerRunConfig:
+    """The config with `in_channels` set from the data, checked against the data's shape."""
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
+                                                             in_channels=item_shape[0]))
+    try:
+        Tokenizer(cfg.model).check_input(item_shape)
+    except ValueError as e:
+        raise ConfigError(f"model.{e}") from None
+    return cfg
+
+
+def save_reconstructions(tokenizer: Tokenizer, data, path: Path, n: int = 32) -> None:
+    """Originals (top rows) over reconstructions (bottom rows) of the first `n` items."""
+    view = data.__getitems__(list(range(min(n, len(data)))))
+    device = tokenizer.latent_shift.device
+    with torch.no_grad():
+        recon = tokenizer(view.x.to(device)).x_hat.float().cpu()
+    pixels.save_grid(torch.cat([view.x, recon]), path, nrow=16, scale=4)
+
+
 def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new") -> dict:
-    """Train the decomposer `cfg` describes into run directory `out`; returns final metrics."""
+    """Train the tokenizer `cfg` describes into run directory `out`; returns final metrics."""
     world = D.setup(cfg.train.device)
     data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
     test = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
-    if not data.is_image:
-        raise DataError(f"data.spec: '{cfg.data.spec}' holds vectors of shape {data.shape}; "
-                        "a convolutional tokenizer needs images")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
-                                                             in_channels=data.shape[0]))
-    model = Autoencoder(cfg.model)
-    try:
-        model.check_input(data.shape)
-    except ValueError as e:
-        raise ConfigError(f"model.{e}") from None
+    cfg = build_tokenizer(cfg, data.shape)
     run = RunDir(out, mode, writer=world.is_main)
     if mode == "resume":
         _check_resume(cfg, run)
@@ -94,26 +99,24 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
     run.write_config(text)
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    model = Autoencoder(cfg.model)
-    objective = ReconstructionObjective(model, cfg.loss)
+    objective = TokenizerObjective(Tokenizer(cfg.model), cfg.loss)
     result = train(objective, data, cfg.train, run, text, eval_data=test,
                    num_workers=cfg.data.num_workers)
 
-    metrics = {"test": {k.removeprefix("eval/"): v for k, v in result.evals.items()},
+    tokenizer = result.eval_model  # the EMA weights
+    device = tokenizer.latent_shift.device
+    stats = tokenizer.fit_statistics(b.x for b in eval_batches(data, device))
+    metrics = {"test": evaluate_tokenizer(tokenizer, test),
                "mean_image_mse": mean_image_mse(data, test),
-               "parameters": sum(p.numel() for p in model.parameters()),
+               "latent_shape": list(tokenizer.latent_shape(data.shape)),
+               "latent_statistics": stats,
+               "parameters": sum(p.numel() for p in tokenizer.parameters()),
                "steps": result.step, "replicas_identical": result.replicas_identical}
     if world.is_main:
+        tokenizer.save(run.path / "tokenizer", meta={"data": data.name,
+                                                     "data_fingerprint": data.fingerprint()})
         write_json(run.path / "metrics.json", metrics)
-        view = test.__getitems__(list(range(min(32, len(test)))))
-        best = result.eval_model
-        with torch.no_grad():
-            recon = best(view.x.to(next(best.parameters()).device)).float().cpu()
-        pixels.save_grid(torch.cat([view.x, recon]), run.samples / "reconstructions.png",
-                         nrow=16, scale=4)
+        if data.is_image:
+            save_reconstructions(tokenizer, test, run.samples / "reconstructions.png")
         log.info("wrote %s", run.path)
     return metrics
-
-
-def load_metrics(run: str | Path) -> dict:
-    return json.loads((Path(run) / "metrics.json").read_text())

@@ -1,6 +1,6 @@
 """`latentlab demo`: the main job on the built-in digits.
 
-For now it trains the digits autoencoder preset and reports held-out reconstruction against the
+For now it trains the digits KL tokenizer preset and reports held-out reconstruction against the
 mean-image baseline; it grows into the full multi-recipe study.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from latentlab.recipes.train import TOKENIZER_PRESETS, train_tokenizer
+from latentlab.recipes.presets import TOKENIZER_PRESETS
+from latentlab.recipes.train import train_tokenizer
 from latentlab.training.progress import format_duration
 from latentlab.training.rundir import CONFIG
 
@@ -20,7 +21,7 @@ def run_demo(out: str | Path = "runs/demo") -> dict:
     run = out / "tokenizer"
     t0 = time.perf_counter()
     mode = "overwrite" if (run / CONFIG).exists() else "new"
-    metrics = train_tokenizer(TOKENIZER_PRESETS["digits-ae"], run, mode)
+    metrics = train_tokenizer(TOKENIZER_PRESETS["digits-kl"], run, mode)
     test = metrics["test"]
     ratio = test["mse"] / metrics["mean_image_mse"]
     print(f"demo finished in {format_duration(time.perf_counter() - t0)}")

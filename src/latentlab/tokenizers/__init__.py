@@ -1,5 +1,5 @@
 """Decomposers (tokenizers): encoders, decoders and the bottlenecks between them."""
 
-from latentlab.tokenizers.autoencoder import Autoencoder, AutoencoderConfig
+from latentlab.tokenizers.tokenizer import Reconstruction, Tokenizer, TokenizerConfig
 
-__all__ = ["Autoencoder", "AutoencoderConfig"]
+__all__ = ["Reconstruction", "Tokenizer", "TokenizerConfig"]

@@ -89,7 +89,7 @@ def any_rank(flag: bool, world: World) -> bool:
 
 
 def replicas_identical(params: list[torch.Tensor], world: World) -> bool:
-    """Whether every rank holds bitwise the same parameters (compared by a checksum)."""
+    """Whether every rank holds bitwise the same tensors (compared by a checksum)."""
     if not world.distributed:
         return True
     flat = torch.cat([p.detach().flatten().double() for p in params])

@@ -244,7 +244,7 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
     progress.close()
     if start >= cfg.steps and world.is_main:  # resumed a finished run: still report on it
         evals = _evaluate(objective, ema, eval_data, view, run, cfg.steps)
-    identical = D.replicas_identical(list(objective.parameters()), world)
+    identical = D.replicas_identical([*objective.parameters(), *objective.buffers()], world)
     if world.is_main:
         run.log(cfg.steps, {"replicas_identical": float(identical)})
         run.close()

@@ -1,0 +1,78 @@
+"""Tokenizer presets: one per built-in dataset and bottleneck, e.g. `digits-kl`, `shapes32-fsq`.
+
+Each preset is a full `train-tokenizer` configuration. `configs/<name>.yaml` holds the same
+configuration as commented YAML (a test keeps the two equal). Names: DATASET-BOTTLENECK, with
+`ae` for the plain autoencoder (identity bottleneck).
+"""
+
+from __future__ import annotations
+
+from latentlab import config as C
+from latentlab.recipes.train import TokenizerRunConfig
+
+# architecture and training budget per dataset: small enough to train in minutes on 2 cores
+DATASETS: dict[str, dict] = {
+    "digits": {
+        "data": {"spec": "digits"},
+        "model": {"arch": "conv", "conv": {"channels": 32, "ch_mult": [1, 2], "blocks": 1}},
+        "train": {"steps": 1500, "batch_size": 64, "lr": 2e-3, "warmup": 100,
+                  "eval_every": 500, "checkpoint_every": 500, "log_every": 100},
+    },
+    "shapes32": {
+        "data": {"spec": "shapes:size=32"},
+        "model": {"arch": "conv", "conv": {"channels": 32, "ch_mult": [1, 2, 2], "blocks": 1}},
+        "train": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "warmup": 100,
+                  "eval_every": 500, "checkpoint_every": 500, "log_every": 100},
+    },
+    "faces32": {
+        "data": {"spec": "faces:size=32"},
+        "model": {"arch": "conv", "conv": {"channels": 32, "ch_mult": [1, 2, 2], "blocks": 1}},
+        "train": {"steps": 1000, "batch_size": 32, "lr": 1e-3, "warmup": 100,
+                  "eval_every": 500, "checkpoint_every": 500, "log_every": 100},
+    },
+    "mixture": {
+        "data": {"spec": "mixture"},
+        "model": {"arch": "mlp", "mlp": {"encoder_hidden": [128, 128],
+                                         "decoder_hidden": [128, 128]}},
+        "train": {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup": 100,
+                  "eval_every": 500, "checkpoint_every": 500, "log_every": 100,
+                  "channels_last": False},
+    },
+}
+
+# the bottleneck and latent size per dataset: discrete codebooks of ~128 codes on digits,
+# ~1000 on 32x32 images; a 2-D latent on the mixture toy, as in the DAE paper (§6.1)
+BOTTLENECKS: dict[str, dict[str, dict]] = {
+    "digits": {
+        "ae": {"latent_channels": 2},
+        "kl": {"latent_channels": 2, "bottleneck": {"kind": "kl"}},
+        "vq": {"latent_channels": 4, "bottleneck": {"kind": "vq", "vq": {"codebook_size": 128}}},
+        "fsq": {"latent_channels": 3, "bottleneck": {"kind": "fsq", "fsq": {"levels": [5, 5, 5]}}},
+        "lfq": {"latent_channels": 7, "bottleneck": {"kind": "lfq"}},
+    },
+    "shapes32": {
+        "ae": {"latent_channels": 4},
+        "kl": {"latent_channels": 4, "bottleneck": {"kind": "kl"}},
+        "vq": {"latent_channels": 8, "bottleneck": {"kind": "vq", "vq": {"codebook_size": 1024}}},
+        "fsq": {"latent_channels": 4,
+                "bottleneck": {"kind": "fsq", "fsq": {"levels": [8, 5, 5, 5]}}},
+        "lfq": {"latent_channels": 10, "bottleneck": {"kind": "lfq"}},
+    },
+    "mixture": {
+        "ae": {"latent_channels": 2},
+        "kl": {"latent_channels": 2, "bottleneck": {"kind": "kl"}},
+        "vq": {"latent_channels": 2, "bottleneck": {"kind": "vq", "vq": {"codebook_size": 64}}},
+        "fsq": {"latent_channels": 2, "bottleneck": {"kind": "fsq", "fsq": {"levels": [8, 8]}}},
+        "lfq": {"latent_channels": 6, "bottleneck": {"kind": "lfq"}},
+    },
+}
+BOTTLENECKS["faces32"] = BOTTLENECKS["shapes32"]
+
+
+def _preset(dataset: str, bottleneck: str) -> TokenizerRunConfig:
+    variant = {"model": BOTTLENECKS[dataset][bottleneck]}
+    return C.from_dict(TokenizerRunConfig, C.merge(DATASETS[dataset], variant))
+
+
+TOKENIZER_PRESETS: dict[str, TokenizerRunConfig] = {
+    f"{d}-{b}": _preset(d, b) for d in DATASETS for b in BOTTLENECKS[d]}

@@ -1,0 +1,232 @@
+"""The Tokenizer: encoder -> bottleneck -> decoder, with the latent statistics generators need.
+
+`encode(x)` gives a typed `BottleneckOutput`; `decode` takes a latent (B, L, *S) or, for
+discrete bottlenecks, indices (B, *S). After training, per-channel statistics of the latent over
+the training data are stored as buffers, so `normalize` maps latents to roughly zero mean and
+unit variance for a generator: the scale is a property of this model, kept in its weights file,
+never a magic number in a script. `Tokenizer.save(dir)` / `Tokenizer.load(path)` need nothing
+else.
+
+Legend: B batch, C image channels (or vector features), H height, W width, L latent channels,
+S latent spatial dims ((h, w) for images, () for vectors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from latentlab import __version__
+from latentlab import config as C
+from latentlab.errors import CheckpointError, ConfigError
+from latentlab.io import atomic_path
+from latentlab.tokenizers.bottlenecks import BottleneckConfig, build_bottleneck
+from latentlab.tokenizers.bottlenecks.base import BottleneckOutput
+from latentlab.tokenizers.conv import ConvConfig, ConvDecoder, ConvEncoder, check_image_size
+from latentlab.tokenizers.mlp import MLPConfig, MLPDecoder, MLPEncoder
+
+WEIGHTS, CONFIG = "tokenizer.safetensors", "tokenizer.yaml"
+
+
+@dataclass
+class TokenizerConfig:
+    arch: Literal["conv", "mlp"] = "conv"
+    """Convolutional (images) or fully connected (vectors, e.g. the mixture toy)."""
+    in_channels: int = 1
+    """Image channels, or vector features for the mlp arch (set from the dataset)."""
+    latent_channels: int = 4
+    """Channels of the latent the decoder receives (FSQ: one per level)."""
+    conv: ConvConfig = field(default_factory=ConvConfig)
+    """The convolutional encoder/decoder (arch: conv)."""
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    """The fully connected encoder/decoder (arch: mlp)."""
+    bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
+    """What sits between encoder and decoder."""
+
+    def __post_init__(self):
+        for name in ("in_channels", "latent_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        levels = self.bottleneck.fsq.levels
+        if self.bottleneck.kind == "fsq" and len(levels) != self.latent_channels:
+            raise ValueError(f"bottleneck.fsq.levels: {len(levels)} levels but latent_channels "
+                             f"is {self.latent_channels} (one level per channel)")
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """`Tokenizer.forward`'s result: the reconstruction and what the bottleneck made."""
+
+    x_hat: torch.Tensor
+    bottleneck: BottleneckOutput
+
+
+class Tokenizer(nn.Module):
+    """Encoder, bottleneck and decoder (see the module docstring).
+
+    Args:
+        cfg: the architecture.
+        decoder_width: overrides the decoder's width multiplier (a weak DAE decoder).
+    """
+
+    def __init__(self, cfg: TokenizerConfig, decoder_width: float | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.bottleneck = build_bottleneck(cfg.bottleneck, cfg.latent_channels)
+        c, lat, enc_out = cfg.in_channels, cfg.latent_channels, self.bottleneck.in_channels
+        if cfg.arch == "conv":
+            self.encoder = ConvEncoder(cfg.conv, c, enc_out)
+            self.decoder = ConvDecoder(cfg.conv, lat, c, width=decoder_width)
+        else:
+            self.encoder = MLPEncoder(cfg.mlp, c, enc_out)
+            self.decoder = MLPDecoder(cfg.mlp, lat, c, width=decoder_width)
+        # per-channel latent statistics, fitted after training (identity until then)
+        self.register_buffer("latent_shift", torch.zeros(lat))
+        self.register_buffer("latent_scale", torch.ones(lat))
+
+    @property
+    def discrete(self) -> bool:
+        return self.bottleneck.discrete
+
+    @property
+    def factor(self) -> int:
+        return self.cfg.conv.factor if self.cfg.arch == "conv" else 1
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Raise ValueError naming the field when items of `shape` do not fit this model."""
+        want = 3 if self.cfg.arch == "conv" else 1
+        if len(shape) != want:
+            kind = "images (C, H, W)" if want == 3 else "vectors (D,)"
+            raise ValueError(f"arch: '{self.cfg.arch}' takes {kind}, the data has items of "
+                             f"shape {tuple(shape)}")
+        if shape[0] != self.cfg.in_channels:
+            raise ValueError(f"in_channels: the model takes {self.cfg.in_channels}, the data "
+                             f"has {shape[0]}")
+        if want == 3:
+            try:
+                check_image_size(self.cfg.conv, shape)
+            except ValueError as e:
+                raise ValueError(f"conv.{e}") from None
+
+    def latent_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(C, H, W) -> (L, H/f, W/f); (D,) -> (L,)."""
+        self.check_input(shape)
+        return (self.cfg.latent_channels, *(s // self.factor for s in shape[1:]))
+
+    def encode(self, x: torch.Tensor) -> BottleneckOutput:
+        """(B, C, H, W) or (B, D) -> the bottleneck's output (latent (B, L, *S))."""
+        return self.bottleneck(self.encoder(x))
+
+    def decode(self, latent: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """(B, L, *S) latent, or (B, *S) int64 indices of a discrete bottleneck -> (B, C, ...).
+
+        With `batch_size`, decodes in tiles of that many items (same result, less memory).
+        """
+        if batch_size is not None and len(latent) > batch_size:
+            return torch.cat([self.decode(t) for t in latent.split(batch_size)])
+        if not latent.is_floating_point():
+            latent = self.bottleneck.indices_to_codes(latent)
+        return self.decoder(latent)
+
+    def forward(self, x: torch.Tensor) -> Reconstruction:
+        out = self.encode(x)
+        return Reconstruction(self.decoder(out.latent), out)
+
+    def _stat_shape(self, latent: torch.Tensor) -> tuple[int, ...]:
+        return (1, -1) + (1,) * (latent.ndim - 2)
+
+    def normalize(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent -> per channel (latent - shift) / scale, about zero mean and unit variance."""
+        shape = self._stat_shape(latent)
+        return (latent - self.latent_shift.view(shape)) / self.latent_scale.view(shape)
+
+    def denormalize(self, latent: torch.Tensor) -> torch.Tensor:
+        """The inverse of `normalize`."""
+        shape = self._stat_shape(latent)
+        return latent * self.latent_scale.view(shape) + self.latent_shift.view(shape)
+
+    @torch.no_grad()
+    def fit_statistics(self, batches) -> dict[str, list[float]]:
+        """Set shift/scale to the per-channel mean/std of eval-mode latents over `batches`.
+
+        Sums are in float64 so that large datasets do not lose precision.
+        """
+        was_training = self.training
+        self.eval()
+        total, sq, count = 0.0, 0.0, 0
+        for x in batches:
+            z = self.encode(x).latent.double()
+            z = z.movedim(1, -1).reshape(-1, z.shape[1])  # (tokens, L)
+            total, sq, count = total + z.sum(0), sq + z.pow(2).sum(0), count + len(z)
+        mean = total / count
+        std = (sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+        self.latent_shift.copy_(mean.float())
+        self.latent_scale.copy_(std.float().clamp_min(1e-6))  # a dead channel stays finite
+        self.train(was_training)
+        return {"shift": self.latent_shift.tolist(), "scale": self.latent_scale.tolist()}
+
+    # ---------------------------------------------------------------- save / load
+
+    def save(self, directory: str | Path, meta: dict[str, str] | None = None) -> Path:
+        """Write `tokenizer.safetensors` (weights, statistics, `meta` in its header) and
+        `tokenizer.yaml` (the architecture), each atomically."""
+        directory = Path(directory)
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
+        header = {"latentlab_version": __version__, **(meta or {})}
+        with atomic_path(directory / WEIGHTS) as tmp:
+            save_file(tensors, tmp, metadata={k: str(v) for k, v in header.items()})
+        with atomic_path(directory / CONFIG) as tmp:
+            tmp.write_text(C.dump_yaml(self.cfg))
+        return directory
+
+    @classmethod
+    def load(cls, path: str | Path, expect: TokenizerConfig | None = None,
+             map_location: str | torch.device = "cpu") -> Tokenizer:
+        """A tokenizer from a run directory or the directory `save` wrote.
+
+        Args:
+            expect: if given, the architecture the caller requires; a stored config that
+                differs raises CheckpointError naming the first differing field.
+        """
+        path = Path(path)
+        if not (path / CONFIG).exists() and (path / "tokenizer" / CONFIG).exists():
+            path = path / "tokenizer"
+        if not (path / CONFIG).exists():
+            raise CheckpointError(f"{path}: no {CONFIG} (not a trained tokenizer)")
+        try:
+            cfg = C.load(TokenizerConfig, path / CONFIG)
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
+        if expect is not None and cfg != expect:
+            name, have, want = C.first_difference(cfg, expect)
+            raise CheckpointError(f"{path / CONFIG}: {name} is {have!r} but {want!r} was "
+                                  "requested")
+        model = cls(cfg)
+        try:
+            tensors = load_file(path / WEIGHTS, device=str(map_location))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path / WEIGHTS}: cannot be read ({e})") from None
+        load_weights(model, tensors, str(path / WEIGHTS))
+        return model.to(map_location).eval()
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict with one-line errors naming the first missing, extra or misshapen tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    if missing or extra:
+        what = f"lacks '{missing[0]}'" if missing else f"has unexpected '{extra[0]}'"
+        raise CheckpointError(f"{where}: {what}: it was made for another architecture")
+    for k, v in tensors.items():
+        if v.shape != own[k].shape:
+            raise CheckpointError(f"{where}: '{k}' is {tuple(v.shape)} there but "
+                                  f"{tuple(own[k].shape)} in the model: it was made for another "
+                                  "architecture")
+    model.load_state_dict(tensors)
