@@ -1,4 +1,4 @@
-"""Training throughput of the autoencoder through the training engine, against this machine's peak.
+"""Training throughput of the tokenizer through the training engine, against this machine's peak.
 
     python benchmarks/engine_speed.py [--quick] [--profile]
 
@@ -46,8 +46,8 @@ from common import (
 from training_step import CASES, PRECISIONS, PRESET, QUICK_CASES, BareStep, Case, step_flops
 
 from latentlab.data import load_dataset
-from latentlab.recipes.baseline import ReconstructionObjective
-from latentlab.tokenizers.autoencoder import Autoencoder
+from latentlab.recipes.baseline import TokenizerObjective
+from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training import RunDir, train
 
 
@@ -62,7 +62,7 @@ def engine_images_per_s(steps: int) -> tuple[float, float]:
     data, test = load_dataset(PRESET.data.spec, "train"), load_dataset(PRESET.data.spec, "test")
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(cfg.seed)
-        objective = ReconstructionObjective(Autoencoder(CASES["digits_ae"].model), PRESET.loss)
+        objective = TokenizerObjective(Tokenizer(CASES["digits_ae"].model), PRESET.loss)
         run = RunDir(Path(tmp) / "run")
         start = time.perf_counter()
         result = train(objective, data, cfg, run, config_text="", eval_data=test)

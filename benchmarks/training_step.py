@@ -1,4 +1,4 @@
-"""One training step of the autoencoder as the engine takes it, for the benchmarks to time.
+"""One training step of a tokenizer as the engine takes it, for the benchmarks to time.
 
 Legend: B batch, C channels, H height, W width.
 """
@@ -13,12 +13,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from latentlab.data.base import Batch
-from latentlab.recipes.baseline import ReconstructionObjective
-from latentlab.recipes.train import TOKENIZER_PRESETS
-from latentlab.tokenizers.autoencoder import Autoencoder, AutoencoderConfig
+from latentlab.recipes.baseline import TokenizerObjective
+from latentlab.recipes.presets import TOKENIZER_PRESETS
+from latentlab.tokenizers.conv import ConvConfig
+from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 from latentlab.training.engine import _autocast, make_optimizers
 
 PRESET = TOKENIZER_PRESETS["digits-ae"]
+PHASE = "autoencoder"
+"""The phase of `TokenizerObjective` the bare step trains (its only one without the GAN)."""
 # the engine's default (TrainConfig) and the plain baseline to compare it with
 PRECISIONS = {"bf16": {"precision": "bf16", "channels_last": True},
               "fp32": {"precision": "fp32", "channels_last": False}}
@@ -28,7 +31,7 @@ PRECISIONS = {"bf16": {"precision": "bf16", "channels_last": True},
 class Case:
     """A model and the images it trains on."""
 
-    model: AutoencoderConfig
+    model: TokenizerConfig
     shape: tuple[int, int, int]
     """(C, H, W) of one image."""
     batch: int
@@ -37,7 +40,8 @@ class Case:
 CASES = {
     "digits_ae": Case(dataclasses.replace(PRESET.model, in_channels=1), (1, 8, 8),
                       PRESET.train.batch_size),
-    "conv32": Case(AutoencoderConfig(in_channels=3, channels=64, ch_mult=(1, 2, 2)),
+    "conv32": Case(TokenizerConfig(in_channels=3, latent_channels=4,
+                                   conv=ConvConfig(channels=64, ch_mult=(1, 2, 2))),
                    (3, 32, 32), 64),
 }
 
@@ -46,7 +50,7 @@ QUICK_CASES = CASES | {"conv32": dataclasses.replace(CASES["conv32"], batch=8)}
 
 
 class BareStep:
-    """One engine optimizer step of `ReconstructionObjective(Autoencoder(case.model))`, no loop.
+    """One engine optimizer step of `TokenizerObjective(Tokenizer(case.model))`, no loop.
 
     Built as `train` builds it: the objective and the batch in the engine's memory format, the
     engine's AdamW groups, its autocast; the preset's learning rate and clipping.
@@ -56,10 +60,10 @@ class BareStep:
         self.cfg = dataclasses.replace(PRESET.train, device="cpu", **PRECISIONS[precision])
         fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         torch.manual_seed(0)
-        self.objective = ReconstructionObjective(Autoencoder(case.model), PRESET.loss)
+        self.objective = TokenizerObjective(Tokenizer(case.model), PRESET.loss)
         self.objective.to(memory_format=fmt).train()
-        self.optimizer = make_optimizers(self.objective, self.cfg)["main"]
-        self.params = self.objective.phase_parameters("main")
+        self.optimizer = make_optimizers(self.objective, self.cfg)[PHASE]
+        self.params = self.objective.phase_parameters(PHASE)
         x = torch.rand(case.batch, *case.shape) * 2 - 1  # pixels in [-1, 1]
         self.batch = Batch(x.contiguous(memory_format=fmt),
                            torch.zeros(case.batch, dtype=torch.int64))
@@ -67,7 +71,7 @@ class BareStep:
     def forward_backward(self) -> None:
         # the engine's own (private) autocast, so that the step follows the engine if it changes
         with _autocast(self.cfg, torch.device("cpu")):
-            loss, _ = self.objective("main", self.batch, 0)
+            loss, _ = self.objective(PHASE, self.batch, 0)
         loss.backward()
 
     def __call__(self) -> None:
