@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from latentlab.data.base import Batch, LatentlabDataset, collate
-from latentlab.metrics.codebook import code_counts, codebook_metrics
 from latentlab.metrics.reconstruction import reconstruction_metrics
+from latentlab.tokenizers.bottlenecks.usage import code_histogram, perplexity
 from latentlab.tokenizers.discriminator import (
     DiscriminatorConfig,
     PatchDiscriminator,
@@ -70,11 +70,15 @@ def evaluate_tokenizer(tokenizer: Tokenizer, data: LatentlabDataset) -> dict[str
         for k, v in reconstruction_metrics(batch.x, rec.x_hat).items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
         if tokenizer.discrete:
-            c = code_counts(rec.bottleneck.indices, tokenizer.bottleneck.codebook_size)
+            c = code_histogram(rec.bottleneck.indices, tokenizer.bottleneck.codebook_size)
             counts = c if counts is None else counts + c
     tokenizer.train(was_training)
     figures = {k: v / len(data) for k, v in sums.items()}
-    return figures | (codebook_metrics(counts) if counts is not None else {})
+    if counts is not None:  # usage over the whole split: codes used at least once
+        used = int((counts > 0).sum())
+        figures |= {"usage": used / len(counts), "dead_codes": float(len(counts) - used),
+                    "perplexity": float(perplexity(counts))}
+    return figures
 
 
 class TokenizerObjective(Objective):
