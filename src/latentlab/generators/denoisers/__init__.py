@@ -1,0 +1,1 @@
+"""Networks that implement `latentlab.generators.process.Denoiser`."""

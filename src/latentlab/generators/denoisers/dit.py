@@ -1,0 +1,267 @@
+"""DiT: a diffusion transformer denoiser over latents with adaLN-Zero conditioning (Peebles & Xie,
+"Scalable Diffusion Models with Transformers", 2023; after facebookresearch/DiT `models.py`).
+
+The latent is cut into p x p patches, each patch becomes a token, the tokens pass through
+transformer blocks whose LayerNorms are modulated by the timestep + class embedding, and a linear
+head maps every token back to its patch.
+
+Legend: B batch, C latent channels, H = W latent side (input_size), p patch size, T = (H/p)(W/p)
+tokens, D width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from latentlab.nn.embeddings import timestep_embedding
+from latentlab.nn.transformer import MLP, SelfAttention, num_parameters
+
+TIME_FREQUENCIES = 256
+"""Width of the sinusoidal timestep embedding fed to the timestep MLP (DiT's
+`frequency_embedding_size`)."""
+
+
+@dataclass
+class DiTConfig:
+    input_size: int = 8
+    """H = W, the side of the (square) latent."""
+    in_channels: int = 4
+    """C, the latent channels."""
+    patch_size: int = 2
+    """p: each p x p patch of the latent is one token; must divide input_size."""
+    width: int = 256
+    """D, the token width. Plain config, so the scaling-law recipe can build widths in a
+    geometric series (heads must still divide it)."""
+    depth: int = 6
+    """Transformer blocks."""
+    heads: int = 4
+    """Attention heads; must divide width."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width = int(width * mlp_ratio)."""
+    num_classes: int = 0
+    """Classes of the conditioning labels; 0 = unconditional. The class table has num_classes + 1
+    entries, the last (index num_classes) being the null class of classifier-free guidance."""
+    learn_sigma: bool = False
+    """Output 2C channels (prediction, then the variance interpolation of improved DDPM) instead
+    of C."""
+
+    def __post_init__(self):
+        for name in ("input_size", "in_channels", "patch_size", "width", "depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.input_size % self.patch_size:
+            raise ValueError(f"patch_size: must divide input_size {self.input_size}, "
+                             f"got {self.patch_size}")
+        if self.width % self.heads:
+            raise ValueError(f"heads: must divide width {self.width}, got {self.heads}")
+        if self.width % 4:
+            raise ValueError(f"width: must be a multiple of 4 (2-D sin-cos positional "
+                             f"embedding), got {self.width}")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio: must be > 0, got {self.mlp_ratio}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes: must be >= 0 (0 = unconditional), "
+                             f"got {self.num_classes}")
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side, H / p."""
+        return self.input_size // self.patch_size
+
+
+DIT_PRESETS: dict[str, dict] = {
+    # width x depth, heads keep 64 channels per head (as DiT-S/B/L/XL) except tiny's 64 = 128/2;
+    # tiny and small are the coupled recipe's tiny generators, base is DiT-S sized; parameters
+    # at the defaults (8x8x4 latent, p = 2): 1.3M, 9.7M, 32.5M
+    "tiny": dict(width=128, depth=4, heads=2),
+    "small": dict(width=256, depth=8, heads=4),
+    "base": dict(width=384, depth=12, heads=6),
+}
+"""Architecture presets; combine with the latent's shape: `dit_config("small", input_size=8,
+in_channels=4)`."""
+
+
+def dit_config(preset: str, **overrides) -> DiTConfig:
+    """A DiTConfig from a preset of DIT_PRESETS with fields overridden."""
+    if preset not in DIT_PRESETS:
+        raise ValueError(f"preset: unknown DiT preset {preset!r}, choose from "
+                         f"{sorted(DIT_PRESETS)}")
+    return DiTConfig(**{**DIT_PRESETS[preset], **overrides})
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Cut (B, C, H, W) into patches, raster order: -> (B, T, p * p * C), each patch's features in
+    (row, column, channel) order."""
+    return rearrange(x, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)
+
+
+def unpatchify(tokens: torch.Tensor, p: int, h: int) -> torch.Tensor:
+    """Inverse of `patchify` for h x h patches: (B, T, p * p * C) -> (B, C, h p, h p)."""
+    return rearrange(tokens, "b (h w) (p q c) -> b c (h p) (w q)", h=h, p=p, q=p)
+
+
+def sincos_pos_embed_2d(width: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos positional embedding (MAE / DiT): (grid * grid, width), raster order.
+    The first half of the channels encodes the column, the second half the row, each as
+    [sin, cos] of the coordinate times frequencies 1 / 10000^(i / (width / 4))."""
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (D/4,)
+    coords = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (grid, grid) each
+
+    def embed(pos: torch.Tensor) -> torch.Tensor:  # (T,) -> (T, D/2)
+        angles = pos.flatten()[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([embed(cols), embed(rows)], dim=1).float()  # (T, D)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x (B, T, D) * (1 + scale) + shift, with shift and scale (B, D) per sample."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class TimestepEmbedder(nn.Module):
+    """t (B,) in [0, 1] -> sinusoidal features -> Linear -> SiLU -> Linear: (B, D)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(TIME_FREQUENCIES, width), nn.SiLU(),
+                                 nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, TIME_FREQUENCIES))
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block whose LayerNorms are shifted and scaled, and whose residual
+    branches are gated, by the conditioning vector (adaLN-Zero): (B, T, D), (B, D) -> (B, T, D)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        # no affine parameters: the modulation supplies the per-sample scale and shift
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = MLP(width, mlp_ratio)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=1)  # (B, D)
+        h, _ = self.attn(modulate(self.norm1(x), shift1, scale1))
+        x = x + gate1[:, None] * h  # (B, T, D)
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class FinalLayer(nn.Module):
+    """Modulated LayerNorm -> Linear to the patch features: (B, T, D), (B, D) -> (B, T, p*p*C)."""
+
+    def __init__(self, width: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(width, patch_size * patch_size * out_channels)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Diffusion transformer: (x_t (B, C, H, W), t (B,), cond (B,) | None) -> (B, C', H, W), with
+    C' = C, or 2C when learn_sigma. What the output means (velocity, noise) is the objective's
+    business. At initialisation the output is exactly zero."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.width, cfg.patch_size
+        # a stride-p conv is a linear map of each patch (same as Linear on patchify(x))
+        self.patch_embed = nn.Conv2d(cfg.in_channels, d, p, stride=p)
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(d, cfg.grid)[None],
+                             persistent=False)  # (1, T, D), fixed: rebuilt from the config
+        self.time_embed = TimestepEmbedder(d)
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, d)
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio)
+                                    for _ in range(cfg.depth))
+        self.final = FinalLayer(d, p, cfg.out_channels)
+        self.initialize_weights()
+
+    @property
+    def null_class(self) -> int | None:
+        """Label index of "no class" for classifier-free guidance; None if unconditional (its
+        one class-table entry is then a learned bias, used whenever cond is None)."""
+        return self.cfg.num_classes if self.cfg.num_classes else None
+
+    @property
+    def num_parameters(self) -> int:
+        """Trainable parameters (the fixed positional embedding is a buffer, not counted)."""
+        return num_parameters(self)
+
+    def initialize_weights(self) -> None:
+        """Every initialisation decision of the model (DiT's choices)."""
+        def xavier(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(xavier)
+        # the patch conv as the linear map it is: xavier over (D, C * p * p)
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(self.cfg.width, -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        nn.init.normal_(self.class_embed.weight, std=0.02)
+        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+        # adaLN-Zero: zero modulation makes every gate 0, so each block starts as the identity
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation[-1].weight)
+            nn.init.zeros_(block.modulation[-1].bias)
+        # zero final layer: the output starts at exactly 0 (DiT)
+        for layer in (self.final.modulation[-1], self.final.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def condition(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The conditioning vector (B, D): timestep embedding + class embedding, `cond` None
+        meaning the null class for every sample."""
+        if cond is None:
+            cond = torch.full(t.shape, self.cfg.num_classes, dtype=torch.long, device=t.device)
+        elif self.cfg.num_classes == 0:
+            raise ValueError("cond: the model is unconditional (num_classes=0), pass None")
+        else:
+            assert cond.shape == t.shape, f"cond must be (B,), got {tuple(cond.shape)}"
+        return self.time_embed(t) + self.class_embed(cond)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict from the noisy latent (what the prediction means is the objective's choice).
+
+        Args:
+            x: (B, C, H, W), the noisy latent x_t (any memory format).
+            t: (B,) float times in [0, 1] (data at 0, noise at 1).
+            cond: (B,) int64 labels in [0, num_classes], num_classes being the null class; None
+                = null class for all.
+
+        Returns:
+            (B, C', H, W), C' = C or 2C with learn_sigma, contiguous.
+        """
+        cfg = self.cfg
+        assert x.shape[1:] == (cfg.in_channels, cfg.input_size, cfg.input_size), (
+            f"x must be (B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size}), "
+            f"got {tuple(x.shape)}")
+        assert t.shape == (x.shape[0],), f"t must be (B,), got {tuple(t.shape)}"
+        tokens = rearrange(self.patch_embed(x), "b d h w -> b (h w) d")  # (B, T, D)
+        tokens = tokens + self.pos_embed.to(tokens.dtype)
+        c = self.condition(t, cond)  # (B, D)
+        for block in self.blocks:
+            tokens = block(tokens, c)  # (B, T, D)
+        out = self.final(tokens, c)  # (B, T, p * p * C')
+        return unpatchify(out, cfg.patch_size, cfg.grid)  # (B, C', H, W)
