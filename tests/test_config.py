@@ -13,7 +13,7 @@ from latentlab.recipes.train import TokenizerRunConfig
 
 def test_precedence_defaults_yaml_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("train:\n  steps: 300\n  lr: 0.01\nmodel:\n  conv:\n    ch_mult: [1, 2, 4]\n")
+    path.write_text("train:\n  steps: 300\n  lr: 1e-2\nmodel:\n  conv:\n    ch_mult: [1, 2, 4]\n")
     cfg = C.load(TokenizerRunConfig, path, {"train.steps": 500})
     assert cfg.train.steps == 500  # override beats file
     assert cfg.train.lr == 0.01  # file beats default

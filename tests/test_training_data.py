@@ -40,7 +40,8 @@ def test_corrupt_file_stops_training_naming_it(tmp_path, capsys, workers):
 
 def test_skip_corrupt_counts_and_continues(tmp_path, capsys):
     data = image_folder(tmp_path / "imgs", corrupt={"a/001.png", "b/004.png"})
-    code = main(train_args(data, tmp_path / "run", "--data.skip_corrupt", "true"))
+    with pytest.warns(UserWarning, match="skipping corrupt image"):
+        code = main(train_args(data, tmp_path / "run", "--data.skip_corrupt", "true"))
     assert code == 0, capsys.readouterr().err
     skipped = [r["data/skipped"] for r in read_metrics(tmp_path / "run") if "data/skipped" in r]
     assert skipped and sum(skipped) > 0

@@ -74,6 +74,59 @@ def _print_summary(metrics: dict) -> None:
     print("test: " + ", ".join(parts) + f" (mean-image MSE {metrics['mean_image_mse']:.4g})")
 
 
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from latentlab.generation.config import GeneratorRunConfig
+    from latentlab.generation.train import train_generator
+
+    mode = _mode(args)
+    overrides = C.overrides_from(args)
+    if not args.config and mode == "resume":
+        stored = Path(args.out) / CONFIG
+        if not stored.exists():
+            raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
+        args.config = stored
+    cfg = C.load(GeneratorRunConfig, args.config, overrides)
+    metrics = train_generator(cfg, args.out, mode)
+    print("test: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics["test"].items()))
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from latentlab.data import load_dataset
+    from latentlab.generation.encode import default_cache_path, encode_dataset, source_record
+    from latentlab.tokenizers.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(args.tokenizer)
+    out = Path(args.out) if args.out else default_cache_path(args.tokenizer, args.data,
+                                                               args.split)
+    data = load_dataset(args.data, args.split)
+    try:
+        path = encode_dataset(tokenizer, data, out, source_record(args.tokenizer, tokenizer),
+                              overwrite=args.overwrite)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(f"wrote {path} ({len(data)} items)")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from latentlab.generation.sample import sample_to_file
+
+    labels = None
+    if args.labels:
+        try:
+            labels = [int(v) for v in args.labels.split(",")]
+        except ValueError:
+            raise UserError(f"--labels: expected comma-separated integers, got "
+                            f"'{args.labels}'") from None
+    done = sample_to_file(args.generator, args.n, args.out, labels=labels, steps=args.steps,
+                          guidance=args.cfg, seed=args.seed, grid=args.grid,
+                          sampler=args.sampler)
+    print(f"wrote {done['out']} ({done['n']} samples)" + (f" and {args.grid}" if args.grid
+                                                          else ""))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from latentlab.study.demo import run_demo
 
@@ -89,6 +142,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from latentlab.generation.config import GeneratorRunConfig
     from latentlab.recipes.presets import TOKENIZER_PRESETS
     from latentlab.recipes.train import TokenizerRunConfig
 
@@ -113,6 +167,42 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(p)
     C.add_arguments(p, TokenizerRunConfig)
     p.set_defaults(func=cmd_train_tokenizer)
+
+    p = sub.add_parser("encode", help="encode a dataset through a tokenizer into a latent cache",
+                       description="Encode one split of a dataset through a trained tokenizer "
+                                   "into a latent cache (safetensors shards, memory-mapped).")
+    p.add_argument("--tokenizer", required=True, help="run directory of a trained tokenizer")
+    p.add_argument("--data", required=True, help="dataset spec, e.g. digits")
+    p.add_argument("--split", default="train", choices=["train", "test"])
+    p.add_argument("--out", help="cache directory (default: TOKENIZER/caches/SPEC-SPLIT)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("train-generator", help="train a generator on latents, pixels or vectors",
+                       description="Train a generator. With --tokenizer it models that "
+                                   "tokenizer's latent (cached beside it); without, the data.")
+    p.add_argument("--config", help="YAML config file (see configs/generators/)")
+    _run_options(p)
+    C.add_arguments(p, GeneratorRunConfig)
+    p.set_defaults(func=cmd_train_generator)
+
+    p = sub.add_parser("sample", help="draw samples from a trained generator",
+                       description="Sample a trained generator, decode through its tokenizer "
+                                   "and write samples.npz: images uint8 (N, H, W, C), labels "
+                                   "int64 (N,) (-1 for unconditional).")
+    p.add_argument("--generator", required=True, help="run directory of a trained generator")
+    p.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
+    p.add_argument("--labels", help="comma-separated class labels, repeated to fill --n "
+                                    "(default: 0, 1, ..., K-1, 0, ...)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
+    p.add_argument("--sampler", default="", help="sampler name (default: the run's or the "
+                                                 "process's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1: conditional, "
+                                             "0: unconditional)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument("--out", required=True, help="samples file to write (.npz)")
+    p.add_argument("--grid", help="also save a PNG grid of the first 100 samples")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("data", help="inspect datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=Parser)

@@ -105,6 +105,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise fail
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 3e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise fail from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail
         return float(value)
@@ -247,7 +252,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         target = parser if section is None else groups.setdefault(
             section, parser.add_argument_group(f"{section} options"))
         shown = "required" if default is dataclasses.MISSING else f"default: {default!r}"
-        target.add_argument(f"--{name}", dest=f"cfg:{name}", metavar=_type_name(tp).upper(),
+        shown_type = _type_name(tp) if typing.get_origin(tp) is Literal else _type_name(tp).upper()
+        target.add_argument(f"--{name}", dest=f"cfg:{name}", metavar=shown_type,
                             type=str if tp is str else parse_value,
                             default=argparse.SUPPRESS, help=f"{doc} ({shown})")
 

@@ -3,6 +3,7 @@
 from latentlab.data.base import ArrayDataset, Batch, LatentlabDataset, collate
 from latentlab.data.folder import CorruptImage, ImageFolder
 from latentlab.data.info import describe, format_description
+from latentlab.data.latent_cache import LatentCache, write_latent_cache
 from latentlab.data.load import LOADERS, load_dataset
 from latentlab.data.spec import KINDS, DatasetSpec, infer_kind, parse_spec
 from latentlab.data.splits import SPLITS
@@ -16,6 +17,7 @@ __all__ = [
     "CorruptImage",
     "DatasetSpec",
     "ImageFolder",
+    "LatentCache",
     "LatentlabDataset",
     "collate",
     "describe",
@@ -23,4 +25,5 @@ __all__ = [
     "infer_kind",
     "load_dataset",
     "parse_spec",
+    "write_latent_cache",
 ]

@@ -1,5 +1,8 @@
 """The PatchGAN discriminator and GAN losses of VQGAN-style decomposer training.
 
+The loss functions are defined in `latentlab.nn.gan_losses` (shared with the generator GAN,
+`latentlab.generators.gan`) and re-exported here.
+
 PatchGAN (Isola et al. 2017, pix2pix) as used by VQGAN (Esser et al. 2021, taming-transformers
 `NLayerDiscriminator`, `hinge_d_loss`, `calculate_adaptive_weight`): a stack of 4x4 stride-2
 convs with LeakyReLU(0.2) that scores every patch of an image real or fake.
@@ -25,6 +28,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentlab.nn.blocks import group_norm
+
+# the losses live in nn (the generator GAN shares them); re-exported for existing importers
+from latentlab.nn.gan_losses import (  # noqa: F401
+    GAN_LOSSES,
+    discriminator_loss,
+    generator_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    non_saturating_d_loss,
+    non_saturating_g_loss,
+)
 
 
 @dataclass
@@ -123,49 +137,6 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.dim() == 4, f"x must be (B, C, H, W), got {tuple(x.shape)}"
         return self.net(x)  # (B, 1, h, w)
-
-
-# Losses. Logits may come in bf16 from autocast; the means run in fp32.
-
-def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    """Discriminator hinge loss 0.5 * (E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]) (taming)."""
-    return 0.5 * (F.relu(1.0 - logits_real.float()).mean()
-                  + F.relu(1.0 + logits_fake.float()).mean())
-
-
-def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
-    """Generator (decoder) side of the hinge GAN: -E[D(G(z))]."""
-    return -logits_fake.float().mean()
-
-
-def non_saturating_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    """0.5 * (E[-log sigmoid(D(x))] + E[-log(1 - sigmoid(D(G(z))))]) (taming's vanilla_d_loss)."""
-    return 0.5 * (F.softplus(-logits_real.float()).mean()
-                  + F.softplus(logits_fake.float()).mean())
-
-
-def non_saturating_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
-    """E[-log sigmoid(D(G(z)))]: strong gradients while the discriminator wins (Goodfellow et
-    al. 2014)."""
-    return F.softplus(-logits_fake.float()).mean()
-
-
-GAN_LOSSES = {
-    "hinge": (hinge_d_loss, hinge_g_loss),
-    "non_saturating": (non_saturating_d_loss, non_saturating_g_loss),
-}
-"""(discriminator loss, generator loss) by `DiscriminatorConfig.loss`."""
-
-
-def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor,
-                       loss: str = "hinge") -> torch.Tensor:
-    """The discriminator's loss of kind `loss` (a `GAN_LOSSES` key), a scalar to minimise."""
-    return GAN_LOSSES[loss][0](logits_real, logits_fake)
-
-
-def generator_loss(logits_fake: torch.Tensor, loss: str = "hinge") -> torch.Tensor:
-    """The generator's (decoder's) adversarial loss of kind `loss`, a scalar to minimise."""
-    return GAN_LOSSES[loss][1](logits_fake)
 
 
 def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,

@@ -13,6 +13,7 @@ S latent spatial dims ((h, w) for images, () for vectors).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -214,6 +215,20 @@ class Tokenizer(nn.Module):
             raise CheckpointError(f"{path / WEIGHTS}: cannot be read ({e})") from None
         load_weights(model, tensors, str(path / WEIGHTS))
         return model.to(map_location).eval()
+
+
+def fingerprint(path: str | Path) -> str:
+    """A short hash of a saved tokenizer (weights and architecture): the identity a latent cache
+    or a codec records, so that data made by another tokenizer is refused."""
+    path = Path(path)
+    if not (path / CONFIG).exists() and (path / "tokenizer" / CONFIG).exists():
+        path = path / "tokenizer"
+    h = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        with open(path / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:

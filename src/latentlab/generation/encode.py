@@ -1,0 +1,66 @@
+"""`latentlab encode`: a dataset encoded once through a tokenizer, as a latent cache.
+
+Continuous tokenizers store normalised latents (`Tokenizer.normalize`, about zero mean and unit
+variance per channel); discrete ones store token indices. The cache records the tokenizer it
+came from (path and fingerprint) and is refused by any other.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from latentlab.data import load_dataset
+from latentlab.data.base import LatentlabDataset
+from latentlab.data.latent_cache import LatentCache, write_latent_cache
+from latentlab.recipes.baseline import eval_batches
+from latentlab.tokenizers.tokenizer import Tokenizer, fingerprint
+
+
+def source_record(tokenizer_run: str | Path, tokenizer: Tokenizer | None = None) -> dict[str, str]:
+    """What a cache records of its tokenizer: path, fingerprint and codebook size (0 if
+    continuous)."""
+    tokenizer = tokenizer or Tokenizer.load(tokenizer_run)
+    size = tokenizer.bottleneck.codebook_size if tokenizer.discrete else 0
+    return {"tokenizer": str(tokenizer_run), "fingerprint": fingerprint(tokenizer_run),
+            "codebook_size": str(size)}
+
+
+@torch.no_grad()
+def encode_dataset(tokenizer: Tokenizer, data: LatentlabDataset, out: str | Path,
+                   source: dict[str, str], overwrite: bool = False) -> Path:
+    """Encode every item of `data` (eval mode, fp32) into a latent cache at `out`."""
+    tokenizer.eval()
+    try:
+        tokenizer.check_input(data.shape)
+    except ValueError as e:
+        raise ValueError(f"the tokenizer cannot take {data.name}: {e}") from None
+    device = tokenizer.latent_shift.device
+
+    def batches():
+        for batch in eval_batches(data, device):
+            enc = tokenizer.encode(batch.x)
+            values = enc.indices if tokenizer.discrete else tokenizer.normalize(enc.latent)
+            yield values.cpu(), batch.y.cpu()
+
+    kind = "indices" if tokenizer.discrete else "latents"
+    return write_latent_cache(Path(out), batches(), source, data.class_names, kind,
+                              overwrite=overwrite)
+
+
+def default_cache_path(tokenizer_run: str | Path, spec: str, split: str) -> Path:
+    """RUN/caches/<spec as a file name>-<split>: caches live beside their tokenizer."""
+    safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", spec).strip("_")
+    return Path(tokenizer_run) / "caches" / f"{safe}-{split}"
+
+
+def cached_split(tokenizer_run: str | Path, spec: str, split: str) -> LatentCache:
+    """The cache of one split, written on first use, refused if another tokenizer made it."""
+    tokenizer = Tokenizer.load(tokenizer_run)
+    source = source_record(tokenizer_run, tokenizer)
+    path = default_cache_path(tokenizer_run, spec, split)
+    if not path.exists():
+        encode_dataset(tokenizer, load_dataset(spec, split), path, source)
+    return LatentCache(path, expect_source=source)

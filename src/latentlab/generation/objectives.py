@@ -1,0 +1,156 @@
+"""Training objectives of the generator families, for the one training loop.
+
+Every objective takes batches whose `x` is what the generator models (normalised latents,
+pixels, vectors, or int64 token indices) and whose `y` are labels; conditional models drop labels
+to the null class with probability `label_dropout` for classifier-free guidance. Held-out
+figures are computed with a fixed seed, so they compare across checkpoints and runs.
+
+Legend: B batch, N tokens per item, V vocabulary (codebook) size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentlab.data.base import Batch, LatentlabDataset
+from latentlab.generators.guidance import drop_labels
+from latentlab.generators.process import Process
+from latentlab.nn.gan_losses import discriminator_loss, generator_loss
+from latentlab.recipes.baseline import eval_batches
+from latentlab.training.objective import Objective
+
+EVAL_SEED = 0
+Render = Callable[[torch.Tensor], torch.Tensor]  # generated items -> images (B, C, H, W)
+
+
+class GeneratorObjective(Objective):
+    """Shared parts: the model, label dropout, EMA target, preview grids."""
+
+    def __init__(self, model: nn.Module, num_classes: int, label_dropout: float,
+                 render: Render | None = None):
+        super().__init__()
+        self.model = model
+        self.num_classes, self.label_dropout = num_classes, label_dropout
+        self.render = render
+
+    @property
+    def null_class(self) -> int | None:
+        return self.num_classes if self.num_classes else None
+
+    def train_cond(self, y: torch.Tensor) -> torch.Tensor | None:
+        if self.null_class is None:
+            return None
+        return drop_labels(y, self.label_dropout, self.null_class)
+
+    def eval_cond(self, y: torch.Tensor) -> torch.Tensor | None:
+        return y if self.null_class is not None else None
+
+    def ema_model(self) -> nn.Module:
+        return self.model
+
+    def generate(self, n: int, cond: torch.Tensor | None, shape: tuple[int, ...],
+                 generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def visualize(self, batch: Batch) -> torch.Tensor | None:
+        """Samples for the labels of the preview batch, rendered as images."""
+        if self.render is None:
+            return None
+        g = torch.Generator(batch.x.device).manual_seed(EVAL_SEED)
+        items = self.generate(len(batch.y), self.eval_cond(batch.y), tuple(batch.x.shape[1:]), g)
+        return self.render(items)
+
+
+class ProcessObjective(GeneratorObjective):
+    """Flow matching, DDPM or VP-SDE: the process's regression loss on its denoiser."""
+
+    def __init__(self, model: nn.Module, process: Process, num_classes: int,
+                 label_dropout: float, render: Render | None = None, preview_steps: int = 20):
+        super().__init__(model, num_classes, label_dropout, render)
+        self.process, self.preview_steps = process, preview_steps
+
+    def forward(self, phase: str, batch: Batch, step: int):
+        # noise and times come from the global RNG, which the loop seeds per (rank, step)
+        out = self.process.loss(self.model, batch.x, self.train_cond(batch.y))
+        return out.loss, {"loss/gen": out.loss.detach()}
+
+    @torch.no_grad()
+    def evaluate(self, data: LatentlabDataset) -> dict[str, float]:
+        device = next(self.model.parameters()).device
+        g = torch.Generator(device).manual_seed(EVAL_SEED)
+        total = 0.0
+        for batch in eval_batches(data, device):
+            out = self.process.loss(self.model, batch.x, self.eval_cond(batch.y), generator=g)
+            total += float(out.per_item.sum())
+        return {"loss": total / len(data)}
+
+    def generate(self, n, cond, shape, generator):
+        return self.process.sample(self.model, (n, *shape), cond, steps=self.preview_steps,
+                                   generator=generator)
+
+
+class ARObjective(GeneratorObjective):
+    """Next-token cross-entropy of the autoregressive transformer over raster-order indices."""
+
+    def forward(self, phase: str, batch: Batch, step: int):
+        tokens = batch.x.reshape(len(batch.x), -1)  # (B, N)
+        logits = self.model(tokens, self.train_cond(batch.y))  # (B, N, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
+        return loss, {"loss/nll": loss.detach()}
+
+    @torch.no_grad()
+    def evaluate(self, data: LatentlabDataset) -> dict[str, float]:
+        """Held-out negative log-likelihood per token, in nats and in bits."""
+        device = next(self.model.parameters()).device
+        total, count = 0.0, 0
+        for batch in eval_batches(data, device):
+            tokens = batch.x.reshape(len(batch.x), -1)
+            total -= float(self.model.log_prob(tokens, self.eval_cond(batch.y)).sum())
+            count += tokens.numel()
+        return {"nll": total / count, "bits_per_token": total / count / math.log(2)}
+
+    def generate(self, n, cond, shape, generator):
+        return self.model.sample(n, cond, generator=generator).reshape(n, *shape)
+
+
+class GANObjective(GeneratorObjective):
+    """Two phases each step, as DCGAN: the discriminator on real vs generated items, then the
+    generator against the updated discriminator."""
+
+    phases = ("discriminator", "generator")
+
+    def __init__(self, model: nn.Module, discriminator: nn.Module, num_classes: int,
+                 loss: str, render: Render | None = None):
+        super().__init__(model, num_classes, 0.0, render)
+        self.discriminator, self.loss_kind = discriminator, loss
+
+    def phase_parameters(self, phase: str):
+        return list((self.model if phase == "generator" else self.discriminator).parameters())
+
+    def fake(self, batch: Batch) -> torch.Tensor:
+        """(B, *shape) generated items, differentiable w.r.t. the generator."""
+        noise = torch.randn(len(batch.x), self.model.cfg.noise_dim, device=batch.x.device)
+        return self.model(noise, self.eval_cond(batch.y))
+
+    def forward(self, phase: str, batch: Batch, step: int):
+        cond = self.eval_cond(batch.y)
+        if phase == "generator":
+            loss = generator_loss(self.discriminator(self.fake(batch), cond), self.loss_kind)
+            return loss, {"loss/g": loss.detach()}
+        with torch.no_grad():
+            fake = self.fake(batch)
+        # real and generated items in one call: the same normalisation statistics for both
+        both_cond = None if cond is None else cond.repeat(2)
+        logits = self.discriminator(torch.cat([batch.x, fake.to(batch.x.dtype)]), both_cond)
+        real_logits, fake_logits = logits.chunk(2)
+        loss = discriminator_loss(real_logits, fake_logits, self.loss_kind)
+        return loss, {"loss/d": loss.detach()}
+
+    def generate(self, n, cond, shape, generator):
+        return self.model.sample(n, cond, generator=generator, device=generator.device)
