@@ -43,3 +43,12 @@ def test_short_run_beats_the_mean_image(tmp_path, name):
     assert metrics["test"]["mse"] < 0.6 * metrics["mean_image_mse"], metrics["test"]
     if "usage" in metrics["test"]:
         assert metrics["test"]["usage"] > 0.05
+
+
+def test_generator_configs_load():
+    from latentlab.generation.config import GeneratorRunConfig
+
+    files = sorted((ROOT / "generators").glob("*.yaml"))
+    assert files
+    for path in files:
+        assert C.load(GeneratorRunConfig, path).train.steps > 0, path
