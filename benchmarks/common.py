@@ -41,7 +41,7 @@ class Figure:
         # enough digits to compare runs, not so many that noise looks like signal
         v = self.value
         decimals = 1 if abs(v) >= 100 else 2 if abs(v) >= 1 else 3
-        return f"{self.name}: {v:.{decimals}f} {self.unit}"
+        return f"{self.name}: {v:.{decimals}f} {self.unit}".rstrip()  # unitless: no space
 
 
 def print_figures(figures: Sequence[Figure]) -> None:
@@ -179,3 +179,16 @@ def measure_peak(dtype: torch.dtype, sizes: Sequence[int] = PEAK_SIZES, repeats:
     model's convolutions and matmuls are held to.
     """
     return max(matmul_sweep(dtype, sizes, repeats).values())
+
+
+def print_top_ops(fn: Callable[[], object], calls: int = 3, top: int = 15) -> None:
+    """Print the operators that take the most CPU time (self time) over `calls` calls of `fn`.
+
+    One untimed call first, so that oneDNN's kernel selection and allocator growth are not
+    what the table shows.
+    """
+    fn()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))

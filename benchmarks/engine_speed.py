@@ -40,10 +40,19 @@ from common import (
     make_parser,
     measure_peak,
     median_time,
-    median_times,
     print_figures,
+    print_top_ops,
 )
-from training_step import CASES, PRECISIONS, PRESET, QUICK_CASES, BareStep, Case, step_flops
+from training_step import (
+    CASES,
+    PRECISIONS,
+    PRESET,
+    QUICK_CASES,
+    BareStep,
+    Case,
+    case_figures,
+    measure_cases,
+)
 
 from latentlab.data import load_dataset
 from latentlab.recipes.baseline import TokenizerObjective
@@ -100,31 +109,6 @@ def engine_vs_bare(bare: BareStep, rounds: int, steps: int, min_sample_s: float)
                         statistics.median(loop_ratios))
 
 
-def profile_step(step: BareStep, top: int = 15) -> None:
-    """Print the operators that take the most CPU time over a few steps."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for _ in range(3):
-            step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
-
-
-def case_figures(name: str, case: Case, seconds: dict[str, float], flops: int,
-                 peaks: dict[str, float]) -> list[Figure]:
-    """The figures of one case from the median step time of each precision."""
-    figures = []
-    for precision, t in seconds.items():
-        gflops = flops / t / 1e9
-        prefix = f"{name}_{precision}"
-        figures += [Figure(f"{prefix}_images_per_s", case.batch / t, "images/s"),
-                    Figure(f"{prefix}_gflops", gflops, "GFLOP/s"),
-                    Figure(f"{prefix}_peak_fraction", 100 * gflops / peaks[precision], "%")]
-        if precision != "bf16":
-            figures.append(Figure(f"{prefix}_bf16_peak_fraction",
-                                  100 * gflops / peaks["bf16"], "%"))
-    figures.append(Figure(f"{name}_bf16_over_fp32", seconds["fp32"] / seconds["bf16"], "x"))
-    return figures
-
-
 @dataclass(frozen=True)
 class Settings:
     """How long to measure: full runs for stable figures, `--quick` for a smoke run."""
@@ -145,15 +129,6 @@ QUICK = Settings(QUICK_CASES,
                  engine_steps=20)
 
 
-def measure_cases(settings: Settings) -> tuple[dict[str, int], dict[tuple[str, str], float]]:
-    """FLOPs per step of each case, and median seconds per step of each (case, precision)."""
-    steps = {(n, p): BareStep(case, p) for n, case in settings.cases.items() for p in PRECISIONS}
-    flops = {n: step_flops(steps[n, "bf16"]) for n in settings.cases}
-    # all four in turns, so that drift or a burst of outside load does not skew one ratio
-    seconds = median_times(steps, settings.repeats, settings.warmup, settings.min_sample_s)
-    return flops, seconds
-
-
 def main() -> None:
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true",
@@ -165,12 +140,13 @@ def main() -> None:
     with OtherLoad() as load:
         peaks = {"fp32": measure_peak(torch.float32, settings.peak_sizes),
                  "bf16": measure_peak(torch.bfloat16, settings.peak_sizes)}
-        flops, seconds = measure_cases(settings)
+        flops, seconds = measure_cases(settings.cases, settings.repeats, settings.warmup,
+                                       settings.min_sample_s)
         engine = engine_vs_bare(BareStep(settings.cases["digits_ae"], "bf16"),
                                 settings.engine_rounds, settings.engine_steps,
                                 settings.min_sample_s)
     if args.profile:
-        profile_step(BareStep(settings.cases["conv32"], "bf16"))
+        print_top_ops(BareStep(settings.cases["conv32"], "bf16"))
 
     figures = [Figure("fp32_matmul_peak", peaks["fp32"], "GFLOP/s"),
                Figure("bf16_matmul_peak", peaks["bf16"], "GFLOP/s")]

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+from common import Figure, median_times
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -87,3 +88,30 @@ def step_flops(step: BareStep) -> int:
         step.forward_backward()
     step.optimizer.zero_grad(set_to_none=True)
     return counter.get_total_flops()
+
+
+def measure_cases(cases: dict[str, Case], repeats: int, warmup: int, min_sample_s: float
+                  ) -> tuple[dict[str, int], dict[tuple[str, str], float]]:
+    """FLOPs per step of each case, and median seconds per step of each (case, precision)."""
+    steps = {(n, p): BareStep(case, p) for n, case in cases.items() for p in PRECISIONS}
+    flops = {n: step_flops(steps[n, "bf16"]) for n in cases}
+    # all of them in turns, so that drift or a burst of outside load does not skew one ratio
+    seconds = median_times(steps, repeats, warmup, min_sample_s)
+    return flops, seconds
+
+
+def case_figures(name: str, case: Case, seconds: dict[str, float], flops: int,
+                 peaks: dict[str, float]) -> list[Figure]:
+    """The figures of one case from the median step time of each precision."""
+    figures = []
+    for precision, t in seconds.items():
+        gflops = flops / t / 1e9
+        prefix = f"{name}_{precision}"
+        figures += [Figure(f"{prefix}_images_per_s", case.batch / t, "images/s"),
+                    Figure(f"{prefix}_gflops", gflops, "GFLOP/s"),
+                    Figure(f"{prefix}_peak_fraction", 100 * gflops / peaks[precision], "%")]
+        if precision != "bf16":
+            figures.append(Figure(f"{prefix}_bf16_peak_fraction",
+                                  100 * gflops / peaks["bf16"], "%"))
+    figures.append(Figure(f"{name}_bf16_over_fp32", seconds["fp32"] / seconds["bf16"], "x"))
+    return figures

@@ -1,0 +1,237 @@
+"""Speed of the generators: DiT training, diffusion sampling, autoregressive decoding.
+
+    python benchmarks/generator_speed.py [--quick] [--profile]
+
+The model, for training and sampling alike: a DiT over a 4x8x8 latent, width 256, depth 6,
+4 heads, patch 2 (16 tokens of 256 channels, 7.4M parameters), 10 classes.
+
+dit_train  one optimizer step as `latentlab.training.train` takes it for a flow-matching
+           `ProcessObjective`: zero grads, forward and flow-matching loss under the engine's
+           autocast, backward, clip, the engine's AdamW (foreach). Batch 128, in bf16 autocast
+           and in fp32. FLOPs of forward and backward are counted by `FlopCounterMode`
+           (matmuls and attention; norms, activations and the optimizer add time, no FLOPs),
+           and the bf16 rate is held to the bf16 matmul peak measured a moment earlier.
+           (Attention over these 16 tokens runs on SDPA's math backend on CPU, see
+           `latentlab.nn.transformer`: the flash kernel's backward took a third of the step.)
+sampling   `process.sample` in eval mode under bf16 autocast (no grad), batch 256: flow
+           matching with 8 and 16 Euler steps, DDPM's DDIM with 50 steps; DDPM's ancestral
+           sampler with all 1000 steps at batch 32, timed once (it is ~1000 small forwards).
+ar         `ARTransformer.sample` of 64 and 256 tokens (width 256, depth 6, 4 heads,
+           vocabulary 1024, unconditional), batch 16, under bf16 autocast (about twice as fast
+           as fp32 uncached, on par cached), with and without the KV cache. Without it every
+           step recomputes the whole prefix, so its cost grows as N^2 and the cache's speed-up
+           grows with N. 256 uncached tokens take ~20 s: that run is timed once, unwarmed
+           (oneDNN meets 256 new prefix shapes in it, warm-up or not).
+
+`other_load` is the share of the CPUs that other processes used during the run: well above
+zero, the figures are low and noisy. `--profile` also prints the top operators of the bf16 DiT
+training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from common import (
+    PEAK_SIZES,
+    QUICK_PEAK_SIZES,
+    Figure,
+    OtherLoad,
+    machine_description,
+    make_parser,
+    measure_peak,
+    median_time,
+    median_times,
+    print_figures,
+    print_top_ops,
+)
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from latentlab.data.base import Batch
+from latentlab.generation.objectives import ProcessObjective
+from latentlab.generators.autoregressive import ARConfig, ARTransformer
+from latentlab.generators.ddpm import DDPM
+from latentlab.generators.denoisers.dit import DiT, DiTConfig
+from latentlab.generators.flow import FlowMatching
+from latentlab.generators.process import Process
+from latentlab.training.config import TrainConfig
+from latentlab.training.engine import _autocast, make_optimizers
+
+NUM_CLASSES = 10
+DIT = DiTConfig(input_size=8, in_channels=4, patch_size=2, width=256, depth=6, heads=4,
+                num_classes=NUM_CLASSES)
+LATENT = (DIT.in_channels, DIT.input_size, DIT.input_size)
+"""(C, H, W) of one latent."""
+PRECISIONS = ("bf16", "fp32")
+PHASE = "main"
+
+
+def ar_config(seq_len: int) -> ARConfig:
+    return ARConfig(vocab_size=1024, seq_len=seq_len, width=256, depth=6, heads=4)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure: full runs for stable figures, `--quick` for a smoke run."""
+
+    peak_sizes: tuple[int, ...]
+    train_batch: int
+    repeats: int
+    warmup: int
+    min_sample_s: float
+    sample_batch: int
+    sample_repeats: int
+    ddpm_batch: int
+    ar_batch: int
+    ar_lengths: tuple[int, ...]
+    ar_repeats: int
+    ar_once: int
+    """Uncached sampling of this many tokens or more is timed once, without warm-up."""
+
+
+FULL = Settings(PEAK_SIZES, train_batch=128, repeats=5, warmup=1, min_sample_s=0.3,
+                sample_batch=256, sample_repeats=3, ddpm_batch=32, ar_batch=16,
+                ar_lengths=(64, 256), ar_repeats=3, ar_once=256)
+# smoke run: small batches; the AR lengths too, as 256 uncached tokens take tens of seconds
+QUICK = Settings(QUICK_PEAK_SIZES, train_batch=32, repeats=1, warmup=1, min_sample_s=0.0,
+                 sample_batch=16, sample_repeats=1, ddpm_batch=2, ar_batch=2,
+                 ar_lengths=(16, 64), ar_repeats=1, ar_once=64)
+
+
+class DiTStep:
+    """One engine optimizer step of flow matching on the DiT, no loop (as `BareStep` in
+    training_step.py does for the tokenizer): the engine's AdamW groups, autocast and clipping.
+    Latents are not images, so the engine keeps their memory format (no channels_last)."""
+
+    def __init__(self, precision: str, batch: int):
+        self.cfg = TrainConfig(device="cpu", precision=precision)
+        torch.manual_seed(0)
+        self.objective = ProcessObjective(DiT(DIT), FlowMatching(), NUM_CLASSES,
+                                          label_dropout=0.1).train()
+        self.optimizer = make_optimizers(self.objective, self.cfg)[PHASE]
+        self.params = self.objective.phase_parameters(PHASE)
+        self.batch = Batch(torch.randn(batch, *LATENT),
+                           torch.randint(0, NUM_CLASSES, (batch,)))
+
+    def forward_backward(self) -> None:
+        with _autocast(self.cfg, torch.device("cpu")):
+            loss, _ = self.objective(PHASE, self.batch, 0)
+        loss.backward()
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.forward_backward()
+        nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+
+
+def step_flops(step: DiTStep) -> int:
+    """FLOPs of one forward and backward (the same whatever the dtype)."""
+    with FlopCounterMode(display=False) as counter:
+        step.forward_backward()
+    step.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def train_figures(settings: Settings, peak: float) -> list[Figure]:
+    steps = {p: DiTStep(p, settings.train_batch) for p in PRECISIONS}
+    flops = step_flops(steps["bf16"])
+    runs = steps
+    # all in turns, so that a burst of outside load does not skew their ratios
+    seconds = median_times(runs, settings.repeats, settings.warmup, settings.min_sample_s)
+    print(f"dit_train: {steps['bf16'].objective.model.num_parameters / 1e6:.1f}M parameters, "
+          f"batch {settings.train_batch}, {flops / 1e9:.2f} GFLOP per step")
+    figures = []
+    for name, t in seconds.items():
+        figures.append(Figure(f"dit_train_{name}_images_per_s", settings.train_batch / t,
+                              "images/s"))
+        if name != "fp32":
+            gflops = flops / t / 1e9
+            figures += [Figure(f"dit_train_{name}_gflops", gflops, "GFLOP/s"),
+                        Figure(f"dit_train_{name}_peak_fraction", 100 * gflops / peak, "%")]
+    return figures + [Figure("dit_train_bf16_over_fp32", seconds["fp32"] / seconds["bf16"], "x")]
+
+
+def sampler(model: nn.Module, process: Process, name: str, steps: int, batch: int
+            ) -> Callable[[], torch.Tensor]:
+    """A call drawing `batch` latents with `process`'s sampler `name`, under bf16 autocast."""
+    cond = torch.randint(0, NUM_CLASSES, (batch,))
+    g = torch.Generator().manual_seed(0)
+
+    def run() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return process.sample(model, (batch, *LATENT), cond, steps=steps, sampler=name,
+                                  generator=g)
+
+    return run
+
+
+def sampling_figures(settings: Settings) -> list[Figure]:
+    torch.manual_seed(0)
+    model = DiT(DIT).eval()
+    flow, ddpm = FlowMatching(), DDPM()
+    b = settings.sample_batch
+    runs = {"flow_euler8": sampler(model, flow, "euler", 8, b),
+            "flow_euler16": sampler(model, flow, "euler", 16, b),
+            "ddim50": sampler(model, ddpm, "ddim", 50, b)}
+    # the three share their shapes: one short warm-up run sets oneDNN's kernels for all
+    sampler(model, flow, "euler", 2, b)()
+    seconds = median_times(runs, settings.sample_repeats, warmup=0)
+    # 1000 forwards: warm up on a few steps at its batch, then time a single run
+    sampler(model, ddpm, "ancestral", 10, settings.ddpm_batch)()
+    ddpm_s = median_time(sampler(model, ddpm, "ancestral", 1000, settings.ddpm_batch), 1,
+                         warmup=0)
+    print(f"sampling: batch {b}; ddpm1000 at batch {settings.ddpm_batch}")
+    return [Figure(f"{name}_images_per_s", b / t, "images/s") for name, t in seconds.items()] + [
+        Figure("ddpm1000_images_per_s", settings.ddpm_batch / ddpm_s, "images/s")]
+
+
+def ar_figures(settings: Settings) -> list[Figure]:
+    figures, speedups = [], []
+    b = settings.ar_batch
+    for n in settings.ar_lengths:
+        torch.manual_seed(0)
+        model = ARTransformer(ar_config(n)).eval()
+        g = torch.Generator().manual_seed(0)
+
+        def run(cache: bool, model: ARTransformer = model, g: torch.Generator = g) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model.sample(b, generator=g, use_cache=cache)
+
+        if n >= settings.ar_once:
+            seconds = {True: median_time(lambda: run(True), settings.ar_repeats, warmup=1),
+                       False: median_time(lambda: run(False), 1, warmup=0)}
+        else:  # in turns, so that a burst of outside load does not skew their ratio
+            seconds = median_times({c: (lambda c=c: run(c)) for c in (True, False)},
+                                   settings.ar_repeats, warmup=1)
+        figures += [Figure(f"ar_tokens_per_s_{'cache' if c else 'nocache'}_{n}", b * n / t,
+                           "tokens/s") for c, t in seconds.items()]
+        speedups.append(Figure(f"ar_cache_speedup_{n}", seconds[False] / seconds[True], "x"))
+    print(f"ar: batch {b}, bf16 autocast, lengths {settings.ar_lengths}")
+    return figures + speedups
+
+
+def main() -> None:
+    parser = make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--profile", action="store_true",
+                        help="also print the top operators of the bf16 DiT training step")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    print(machine_description())
+
+    with OtherLoad() as load:
+        peak = measure_peak(torch.bfloat16, settings.peak_sizes)
+        figures = [Figure("bf16_matmul_peak", peak, "GFLOP/s")]
+        figures += train_figures(settings, peak)
+        figures += sampling_figures(settings)
+        figures += ar_figures(settings)
+    if args.profile:
+        print_top_ops(DiTStep("bf16", settings.train_batch))
+    print_figures(figures + [Figure("other_load", 100 * load.fraction, "%")])
+
+
+if __name__ == "__main__":
+    main()
