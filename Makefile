@@ -20,9 +20,10 @@ test: $(STAMP)  ## the test suite
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/peak.py
-	$(BIN)/python benchmarks/engine_speed.py
+bench: $(STAMP)  ## speed benchmarks (installs the peer library they compare against)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	cd benchmarks && for b in peak engine_speed tokenizer_speed generator_speed; do \
+		../$(BIN)/python $$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs
