@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from latentlab.data import collate
-from latentlab.data.latent_cache import META, LatentCache, write_latent_cache
+from latentlab.data.latent_cache import META, LatentCache
+from latentlab.data.latent_cache_writer import write_latent_cache
 from latentlab.errors import DataError
 
 SOURCE = {"tokenizer": "runs/a", "fingerprint": "1a2b3c4d"}

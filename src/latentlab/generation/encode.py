@@ -14,7 +14,8 @@ import torch
 
 from latentlab.data import load_dataset
 from latentlab.data.base import LatentlabDataset
-from latentlab.data.latent_cache import LatentCache, write_latent_cache
+from latentlab.data.latent_cache import LatentCache
+from latentlab.data.latent_cache_writer import write_latent_cache
 from latentlab.recipes.baseline import eval_batches
 from latentlab.tokenizers.tokenizer import Tokenizer, fingerprint
 
