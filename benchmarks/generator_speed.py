@@ -48,7 +48,7 @@ from common import (
     print_top_ops,
 )
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from training_step import ObjectiveStep, step_flops
 
 from latentlab.data.base import Batch
 from latentlab.generation.objectives import ProcessObjective
@@ -58,7 +58,6 @@ from latentlab.generators.denoisers.dit import DiT, DiTConfig
 from latentlab.generators.flow import FlowMatching
 from latentlab.generators.process import Process
 from latentlab.training.config import TrainConfig
-from latentlab.training.engine import _autocast, make_optimizers
 
 NUM_CLASSES = 10
 DIT = DiTConfig(input_size=8, in_channels=4, patch_size=2, width=256, depth=6, heads=4,
@@ -66,7 +65,6 @@ DIT = DiTConfig(input_size=8, in_channels=4, patch_size=2, width=256, depth=6, h
 LATENT = (DIT.in_channels, DIT.input_size, DIT.input_size)
 """(C, H, W) of one latent."""
 PRECISIONS = ("bf16", "fp32")
-PHASE = "main"
 
 
 def ar_config(seq_len: int) -> ARConfig:
@@ -101,39 +99,18 @@ QUICK = Settings(QUICK_PEAK_SIZES, train_batch=32, repeats=1, warmup=1, min_samp
                  ar_lengths=(16, 64), ar_repeats=1, ar_once=64)
 
 
-class DiTStep:
-    """One engine optimizer step of flow matching on the DiT, no loop (as `BareStep` in
-    training_step.py does for the tokenizer): the engine's AdamW groups, autocast and clipping.
-    Latents are not images, so the engine keeps their memory format (no channels_last)."""
+class DiTStep(ObjectiveStep):
+    """One step of flow matching on the DiT (as `BareStep` is for the tokenizer). Latents are
+    not images, so the engine keeps their memory format (no channels_last)."""
 
     def __init__(self, precision: str, batch: int):
         self.cfg = TrainConfig(device="cpu", precision=precision)
         torch.manual_seed(0)
         self.objective = ProcessObjective(DiT(DIT), FlowMatching(), NUM_CLASSES,
                                           label_dropout=0.1).train()
-        self.optimizer = make_optimizers(self.objective, self.cfg)[PHASE]
-        self.params = self.objective.phase_parameters(PHASE)
         self.batch = Batch(torch.randn(batch, *LATENT),
                            torch.randint(0, NUM_CLASSES, (batch,)))
-
-    def forward_backward(self) -> None:
-        with _autocast(self.cfg, torch.device("cpu")):
-            loss, _ = self.objective(PHASE, self.batch, 0)
-        loss.backward()
-
-    def __call__(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.forward_backward()
-        nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.optimizer.step()
-
-
-def step_flops(step: DiTStep) -> int:
-    """FLOPs of one forward and backward (the same whatever the dtype)."""
-    with FlopCounterMode(display=False) as counter:
-        step.forward_backward()
-    step.optimizer.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
+        self.ready()
 
 
 def train_figures(settings: Settings, peak: float) -> list[Figure]:

@@ -18,10 +18,11 @@ from latentlab.recipes.baseline import TokenizerObjective
 from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.tokenizers.conv import ConvConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
+from latentlab.training.config import TrainConfig
 from latentlab.training.engine import _autocast, make_optimizers
+from latentlab.training.objective import Objective
 
 PRESET = TOKENIZER_PRESETS["digits-ae"]
-PHASE = "autoencoder"
 """The phase of `TokenizerObjective` the bare step trains (its only one without the GAN)."""
 # the engine's default (TrainConfig) and the plain baseline to compare it with
 PRECISIONS = {"bf16": {"precision": "bf16", "channels_last": True},
@@ -50,29 +51,23 @@ CASES = {
 QUICK_CASES = CASES | {"conv32": dataclasses.replace(CASES["conv32"], batch=8)}
 
 
-class BareStep:
-    """One engine optimizer step of `TokenizerObjective(Tokenizer(case.model))`, no loop.
+class ObjectiveStep:
+    """One engine optimizer step of an objective's first phase, no loop: the engine's AdamW
+    groups, its (private) autocast, so that the step follows the engine if it changes, and
+    clipping. Subclasses build `objective`, `cfg` and `batch`, then call `ready()`."""
 
-    Built as `train` builds it: the objective and the batch in the engine's memory format, the
-    engine's AdamW groups, its autocast; the preset's learning rate and clipping.
-    """
+    objective: Objective
+    cfg: TrainConfig
+    batch: Batch
 
-    def __init__(self, case: Case, precision: str):
-        self.cfg = dataclasses.replace(PRESET.train, device="cpu", **PRECISIONS[precision])
-        fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
-        torch.manual_seed(0)
-        self.objective = TokenizerObjective(Tokenizer(case.model), PRESET.loss)
-        self.objective.to(memory_format=fmt).train()
-        self.optimizer = make_optimizers(self.objective, self.cfg)[PHASE]
-        self.params = self.objective.phase_parameters(PHASE)
-        x = torch.rand(case.batch, *case.shape) * 2 - 1  # pixels in [-1, 1]
-        self.batch = Batch(x.contiguous(memory_format=fmt),
-                           torch.zeros(case.batch, dtype=torch.int64))
+    def ready(self) -> None:
+        self.phase = self.objective.phases[0]
+        self.optimizer = make_optimizers(self.objective, self.cfg)[self.phase]
+        self.params = self.objective.phase_parameters(self.phase)
 
     def forward_backward(self) -> None:
-        # the engine's own (private) autocast, so that the step follows the engine if it changes
         with _autocast(self.cfg, torch.device("cpu")):
-            loss, _ = self.objective(PHASE, self.batch, 0)
+            loss, _ = self.objective(self.phase, self.batch, 0)
         loss.backward()
 
     def __call__(self) -> None:
@@ -82,7 +77,24 @@ class BareStep:
         self.optimizer.step()
 
 
-def step_flops(step: BareStep) -> int:
+class BareStep(ObjectiveStep):
+    """One step of `TokenizerObjective(Tokenizer(case.model))`, built as `train` builds it:
+    the objective and the batch in the engine's memory format; the preset's learning rate and
+    clipping."""
+
+    def __init__(self, case: Case, precision: str):
+        self.cfg = dataclasses.replace(PRESET.train, device="cpu", **PRECISIONS[precision])
+        fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        torch.manual_seed(0)
+        self.objective = TokenizerObjective(Tokenizer(case.model), PRESET.loss)
+        self.objective.to(memory_format=fmt).train()
+        x = torch.rand(case.batch, *case.shape) * 2 - 1  # pixels in [-1, 1]
+        self.batch = Batch(x.contiguous(memory_format=fmt),
+                           torch.zeros(case.batch, dtype=torch.int64))
+        self.ready()
+
+
+def step_flops(step: ObjectiveStep) -> int:
     """FLOPs of one forward and backward (the same whatever the dtype)."""
     with FlopCounterMode(display=False) as counter:
         step.forward_backward()
