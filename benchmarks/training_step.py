@@ -23,7 +23,7 @@ from latentlab.training.engine import _autocast, make_optimizers
 from latentlab.training.objective import Objective
 
 PRESET = TOKENIZER_PRESETS["digits-ae"]
-"""The phase of `TokenizerObjective` the bare step trains (its only one without the GAN)."""
+"""Training settings (learning rate, clipping) and loss of every bare tokenizer step."""
 # the engine's default (TrainConfig) and the plain baseline to compare it with
 PRECISIONS = {"bf16": {"precision": "bf16", "channels_last": True},
               "fp32": {"precision": "fp32", "channels_last": False}}
