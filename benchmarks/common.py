@@ -61,12 +61,17 @@ def machine_description() -> str:
             f"{torch.get_num_threads()} threads, {isa} kernels")
 
 
-def make_parser(description: str) -> argparse.ArgumentParser:
-    """The command line every benchmark takes: `--quick` for a smoke run of a few seconds."""
-    parser = argparse.ArgumentParser(description=description)
+def parse_args(doc: str, profile: str | None = None) -> argparse.Namespace:
+    """The command line every benchmark takes (`--quick` for a smoke run of a few seconds, and
+    `--profile` where the script offers one, `profile` being its help); prints the machine."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds: checks the script runs; figures are noisy")
-    return parser
+    if profile:
+        parser.add_argument("--profile", action="store_true", help=profile)
+    args = parser.parse_args()
+    print(machine_description())
+    return args
 
 
 def median_times(fns: dict[Hashable, Callable[[], object]], repeats: int, warmup: int = 1,

@@ -36,10 +36,9 @@ from common import (
     QUICK_PEAK_SIZES,
     Figure,
     OtherLoad,
-    machine_description,
-    make_parser,
     measure_peak,
     median_time,
+    parse_args,
     print_figures,
     print_top_ops,
 )
@@ -130,12 +129,8 @@ QUICK = Settings(QUICK_CASES,
 
 
 def main() -> None:
-    parser = make_parser(__doc__.splitlines()[0])
-    parser.add_argument("--profile", action="store_true",
-                        help="also print the top operators of the conv32 bf16 step")
-    args = parser.parse_args()
+    args = parse_args(__doc__, profile="also print the top operators of the conv32 bf16 step")
     settings = QUICK if args.quick else FULL
-    print(machine_description())
 
     with OtherLoad() as load:
         peaks = {"fp32": measure_peak(torch.float32, settings.peak_sizes),

@@ -39,11 +39,10 @@ from common import (
     QUICK_PEAK_SIZES,
     Figure,
     OtherLoad,
-    machine_description,
-    make_parser,
     measure_peak,
     median_time,
     median_times,
+    parse_args,
     print_figures,
     print_top_ops,
 )
@@ -192,12 +191,9 @@ def ar_figures(settings: Settings) -> list[Figure]:
 
 
 def main() -> None:
-    parser = make_parser(__doc__.splitlines()[0])
-    parser.add_argument("--profile", action="store_true",
-                        help="also print the top operators of the bf16 DiT training step")
-    args = parser.parse_args()
+    args = parse_args(__doc__, profile="also print the top operators of the bf16 DiT "
+                                       "training step")
     settings = QUICK if args.quick else FULL
-    print(machine_description())
 
     with OtherLoad() as load:
         peak = measure_peak(torch.bfloat16, settings.peak_sizes)

@@ -12,7 +12,7 @@ bit for bit (the change must leave fp32 numerics alone).
 from __future__ import annotations
 
 import torch
-from common import Figure, OtherLoad, machine_description, make_parser, median_times, print_figures
+from common import Figure, OtherLoad, median_times, parse_args, print_figures
 from torch import nn
 from training_step import CASES, QUICK_CASES, BareStep
 
@@ -40,10 +40,9 @@ def check_fp32_unchanged(step: BareStep) -> None:
 
 
 def main() -> None:
-    args = make_parser(__doc__.splitlines()[0]).parse_args()
+    args = parse_args(__doc__)
     repeats, warmup, min_sample_s = (1, 1, 0.05) if args.quick else (9, 2, 0.3)
     cases = QUICK_CASES if args.quick else CASES
-    print(machine_description())
     steps = {}
     for name, case in cases.items():
         steps[name, "blocks"] = BareStep(case, "bf16")

@@ -16,9 +16,8 @@ from common import (
     QUICK_PEAK_SIZES,
     Figure,
     OtherLoad,
-    machine_description,
-    make_parser,
     matmul_sweep,
+    parse_args,
     print_figures,
 )
 
@@ -33,9 +32,8 @@ def best_of_sweep(dtype: torch.dtype, sizes: tuple[int, ...], repeats: int) -> f
 
 
 def main() -> None:
-    args = make_parser(__doc__.splitlines()[0]).parse_args()
+    args = parse_args(__doc__)
     sizes, repeats = (QUICK_PEAK_SIZES, 3) if args.quick else (PEAK_SIZES, 9)
-    print(machine_description())
     with OtherLoad() as load:
         fp32 = best_of_sweep(torch.float32, sizes, repeats)
         bf16 = best_of_sweep(torch.bfloat16, sizes, repeats)

@@ -47,10 +47,9 @@ from common import (
     QUICK_PEAK_SIZES,
     Figure,
     OtherLoad,
-    machine_description,
-    make_parser,
     measure_peak,
     median_times,
+    parse_args,
     print_figures,
     print_top_ops,
 )
@@ -262,15 +261,12 @@ QUICK = Settings(Case(KL_CASE.model, KL_CASE.shape, 2), QUICK_PEAK_SIZES, kl_rep
 
 
 def main() -> None:
-    parser = make_parser(__doc__.splitlines()[0])
-    parser.add_argument("--profile", action="store_true",
-                        help="also print the top operators of the bf16 KL step and of each VQ")
-    args = parser.parse_args()
+    args = parse_args(__doc__, profile="also print the top operators of the bf16 KL step and "
+                                       "of each VQ")
     if VectorQuantize is None:
         sys.exit("tokenizer_speed.py: vector-quantize-pytorch is not installed; "
                  "pip install -e '.[bench]' (or pip install vector-quantize-pytorch)")
     s = QUICK if args.quick else FULL
-    print(machine_description())
 
     with OtherLoad() as load:
         peaks = {"fp32": measure_peak(torch.float32, s.peak_sizes),
