@@ -54,7 +54,7 @@ from training_step import (
 )
 
 from latentlab.data import load_dataset
-from latentlab.recipes.baseline import TokenizerObjective
+from latentlab.recipes.objective import TokenizerObjective
 from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training import RunDir, train
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from latentlab.data.base import Batch
-from latentlab.recipes.baseline import TokenizerObjective
+from latentlab.recipes.objective import TokenizerObjective
 from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.tokenizers.conv import ConvConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig

@@ -212,7 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("spec", help="dataset spec, e.g. digits, shapes:size=32, folder:PATH")
     q.add_argument("--grid", help="also save a grid of examples to this PNG")
     q.set_defaults(func=cmd_data_info)
+
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+def _command_modules():
+    """The modules of `latentlab.commands`, each adding its own subcommands."""
+    import importlib
+    import pkgutil
+
+    from latentlab import commands
+
+    names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
+    return [importlib.import_module(f"latentlab.commands.{name}") for name in names]
 
 
 def _setup_logging() -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -21,12 +22,10 @@ from latentlab.data import load_dataset
 from latentlab.data.config import DataConfig
 from latentlab.errors import ConfigError, UserError
 from latentlab.io import write_json
-from latentlab.recipes.baseline import (
-    LossConfig,
-    TokenizerObjective,
-    eval_batches,
-    evaluate_tokenizer,
-)
+from latentlab.recipes.baseline import LossConfig, eval_batches, evaluate_tokenizer
+from latentlab.recipes.config import CoupledConfig, DAEConfig
+from latentlab.recipes.coupled import Coupling
+from latentlab.recipes.objective import TokenizerObjective
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 from latentlab.training import RunDir, TrainConfig, train
 from latentlab.training import distributed as D
@@ -41,6 +40,12 @@ class TokenizerRunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     """Where the training data comes from."""
+    recipe: Literal["baseline", "dae", "coupled", "coupled+dae"] = "baseline"
+    """How the decomposer is trained (see `latentlab.recipes.config`)."""
+    dae: DAEConfig = field(default_factory=DAEConfig)
+    """Stage split and weak decoder (recipes dae and coupled+dae)."""
+    coupled: CoupledConfig = field(default_factory=CoupledConfig)
+    """Tiny generators, predictability regularizer and scaling fit (coupled, coupled+dae)."""
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     """The tokenizer's architecture and bottleneck."""
     loss: LossConfig = field(default_factory=LossConfig)
@@ -86,6 +91,59 @@ def save_reconstructions(tokenizer: Tokenizer, data, path: Path, n: int = 32) ->
     pixels.save_grid(torch.cat([view.x, recon]), path, nrow=16, scale=4)
 
 
+def big_generator_parameters(cfg: TokenizerRunConfig, latent: tuple[int, ...],
+                             num_classes: int) -> int:
+    """N_big of a coupled recipe: `coupled.big_parameters`, or the parameter count of the
+    network `coupled.big_generator` (a generator run config) builds for this latent."""
+    coupled = cfg.coupled
+    if coupled.big_parameters:
+        return coupled.big_parameters
+    if not coupled.big_generator:
+        raise ConfigError("coupled.big_parameters: a coupled recipe extrapolates to the big "
+                          "generator's size; set it, or coupled.big_generator to its config")
+    from latentlab.generation.config import GeneratorRunConfig
+    from latentlab.generation.models import Modelled, build_models
+
+    big = C.load(GeneratorRunConfig, coupled.big_generator).generator
+    discrete = cfg.model.bottleneck.kind in ("vq", "lfq", "fsq")
+    vocab = Tokenizer(cfg.model).bottleneck.codebook_size or 0
+    what = Modelled(latent[1:] if discrete else latent, "indices" if discrete else "latents",
+                    num_classes, vocab)
+    return sum(p.numel() for p in build_models(big, what)["model"].parameters())
+
+
+def build_objective(cfg: TokenizerRunConfig, data) -> TokenizerObjective:
+    """The tokenizer and the parts its recipe adds (see `recipes.objective`)."""
+    tokenizer = Tokenizer(cfg.model)
+    coupling = None
+    if cfg.recipe.startswith("coupled"):
+        latent = tokenizer.latent_shape(data.shape)
+        if tokenizer.discrete:
+            raise ConfigError(f"recipe: coupled training of a discrete bottleneck "
+                              f"('{cfg.model.bottleneck.kind}') is not built yet; use ae or kl")
+        family = "flow" if cfg.coupled.family == "auto" else cfg.coupled.family
+        if family == "ar":
+            raise ConfigError("coupled.family: ar models token indices; this latent is "
+                              "continuous (use flow, ddpm or vpsde)")
+        n_big = big_generator_parameters(cfg, latent, data.num_classes)
+        coupling = Coupling(cfg.coupled, latent, family, n_big)
+    dae = cfg.dae if cfg.recipe.endswith("dae") else None
+    return TokenizerObjective(tokenizer, cfg.loss, dae, coupling, cfg.train.steps)
+
+
+def recipe_record(cfg: TokenizerRunConfig, objective: TokenizerObjective) -> dict:
+    """What metrics.json says of the recipe: DAE switch step, tiny sizes, scaling fits."""
+    record: dict = {"recipe": cfg.recipe}
+    if objective.weak_decoder is not None:
+        record["dae_switch_step"] = int(objective.switch)
+    if objective.coupling is not None:
+        coupling = objective.coupling
+        record |= {"tiny_parameters": coupling.sizes, "big_parameters": coupling.n_big,
+                   "tiny_losses": coupling.averages().tolist(),
+                   "rho": coupling.rho.tolist(), "scaling_fits": coupling.fits}
+    return record
+
+
 def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new") -> dict:
     """Train the tokenizer `cfg` describes into run directory `out`; returns final metrics."""
     world = D.setup(cfg.train.device)
@@ -99,7 +157,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
     run.write_config(text)
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    objective = TokenizerObjective(Tokenizer(cfg.model), cfg.loss)
+    objective = build_objective(cfg, data)
     result = train(objective, data, cfg.train, run, text, eval_data=test,
                    num_workers=cfg.data.num_workers)
 
@@ -112,6 +170,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
                "latent_statistics": stats,
                "parameters": sum(p.numel() for p in tokenizer.parameters()),
                "steps": result.step, "replicas_identical": result.replicas_identical}
+    metrics |= recipe_record(cfg, objective)
     if world.is_main:
         tokenizer.save(run.path / "tokenizer", meta={"data": data.name,
                                                      "data_fingerprint": data.fingerprint()})

@@ -35,6 +35,12 @@ class EMA(nn.Module):
         for b, live in zip(self.shadow.buffers(), model.buffers(), strict=True):
             b.copy_(live)
 
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into the live `model` (parameters only)."""
+        for live, avg in zip(model.parameters(), self.shadow.parameters(), strict=True):
+            live.copy_(avg)
+
     @contextlib.contextmanager
     def swapped_into(self, model: nn.Module) -> Iterator[nn.Module]:
         """Temporarily load the EMA weights into `model` (for evaluation), then restore."""

@@ -166,7 +166,8 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
     if world.distributed:
         # several phases use disjoint parameter sets, so some are unused in each backward;
         # buffers (codebooks, running statistics) are synchronised by their own modules
-        model = DistributedDataParallel(objective, find_unused_parameters=len(objective.phases) > 1,
+        unused = len(objective.phases) > 1 or objective.unused_parameters
+        model = DistributedDataParallel(objective, find_unused_parameters=unused,
                                         broadcast_buffers=False)
     optimizers = make_optimizers(objective, cfg)
     ema_target = objective.ema_model() if cfg.ema > 0 else None
@@ -190,6 +191,8 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
     for step in range(start, cfg.steps):
         torch.manual_seed(step_seed(cfg.seed, world.rank, step))
         factor = lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
+        if ema is not None and objective.stage_starts(step):
+            ema.copy_to(ema_target)
         micro = [_next(batches).to(device, fmt) for _ in range(cfg.accumulate)]
         skipped += sum(b.skipped for b in micro)
         for phase in objective.phases:

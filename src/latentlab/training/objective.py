@@ -23,6 +23,9 @@ class Objective(nn.Module):
     """
 
     phases: tuple[str, ...] = ("main",)
+    unused_parameters: bool = False
+    """Some parameters take no gradient in some steps (e.g. a frozen encoder in a later stage):
+    DDP must then look for unused parameters. Several phases imply it."""
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         """Parameters the optimizer of `phase` updates (default: all)."""
@@ -31,6 +34,12 @@ class Objective(nn.Module):
     def forward(self, phase: str, batch: Batch, step: int
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def stage_starts(self, step: int) -> bool:
+        """True when a new training stage begins at `step` (e.g. DAE stage 2): the loop first
+        copies the EMA weights into the live `ema_model()`, so the stage continues from the
+        averaged weights and anything frozen from then on equals its EMA bit for bit."""
+        return False
 
     def ema_model(self) -> nn.Module | None:
         """The sub-model whose weights are averaged for evaluation (None: no EMA)."""

@@ -92,6 +92,16 @@ class IdentityBottleneck(Bottleneck):
         return BottleneckOutput(latent, None, latent.new_zeros((), dtype=torch.float32), stats)
 
     @torch.no_grad()
+    def std(self, z: torch.Tensor) -> torch.Tensor:
+        """(C,) fp32 per-channel scale `forward` divides by (normalize only): the batch's in
+        training, the running one in eval. Changes no state."""
+        if not self.training:
+            return torch.sqrt(self.running_var + self.cfg.eps)
+        with full_precision(z) as z32:
+            var = flatten_tokens(z32)[0].var(dim=0, correction=0)
+        return torch.sqrt(var + self.cfg.eps)
+
+    @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
         """Fold one batch's (C,) moments into the running estimate (global batch if distributed).
 

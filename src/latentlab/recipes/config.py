@@ -1,0 +1,97 @@
+"""How a decomposer is trained: the recipe and its settings.
+
+    baseline     reconstruction + the bottleneck's own loss (+ GAN)
+    dae          stage 1 with a weak decoder, stage 2 a fresh full decoder on a frozen encoder
+    coupled      tiny generators regularise the latent and predict the big generator's error,
+                 which the decoder learns to undo
+    coupled+dae  coupled in stage 1, then the DAE's stage 2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+RECIPES = ("baseline", "dae", "coupled", "coupled+dae")
+
+
+@dataclass
+class DAEConfig:
+    stage1_fraction: float = 0.5
+    """Share of the training steps spent in stage 1 (encoder + weak decoder)."""
+    weak_width: float = 0.25
+    """Width multiplier of the stage-1 decoder (< 1 makes it weak; 1 keeps the full width)."""
+    weak_dropout: float = 0.0
+    """Channel dropout in the stage-1 decoder's residual blocks (another way to weaken it)."""
+
+    def __post_init__(self):
+        if not 0 < self.stage1_fraction < 1:
+            raise ValueError(f"stage1_fraction: must be in (0, 1), got {self.stage1_fraction}")
+        if not 0 < self.weak_width <= 1:
+            raise ValueError(f"weak_width: must be in (0, 1], got {self.weak_width}")
+        if not 0 <= self.weak_dropout < 1:
+            raise ValueError(f"weak_dropout: must be in [0, 1), got {self.weak_dropout}")
+        if self.weak_width == 1 and self.weak_dropout == 0:
+            raise ValueError("weak_width: 1 with weak_dropout 0 is not a weak decoder; lower "
+                             "one of them")
+
+
+@dataclass
+class CoupledConfig:
+    family: Literal["auto", "flow", "ddpm", "vpsde", "ar"] = "auto"
+    """Family of the tiny generators: auto is flow for continuous latents and ar (next token)
+    for discrete ones."""
+    widths: tuple[int, ...] = (32, 64, 128)
+    """Widths of the tiny generators, a geometric series (at least 3 for the scaling fit)."""
+    depth: int = 2
+    """Residual blocks (MLP) or transformer blocks (ar) of each tiny generator."""
+    weight: float = 0.1
+    """Weight lambda of the predictability regularizer once ramped in."""
+    ramp: int = 200
+    """Steps over which lambda rises linearly from 0 (after `start`)."""
+    start: int = 0
+    """Step at which the regularizer and the distortion switch on."""
+    regularizer: Literal["largest", "mean"] = "largest"
+    """Which tiny loss regularises the latent: the largest tiny generator's, or the mean."""
+    stop_grad_input: bool = False
+    """Detach the latent on the generator's input path (the noisy z_t)."""
+    stop_grad_target: bool = False
+    """Detach the latent on the target path (what the generator regresses onto)."""
+    fit_every: int = 100
+    """Steps between scaling-law fits (M)."""
+    loss_ema: float = 0.98
+    """Decay of the moving average of each tiny loss that the fit uses."""
+    t_bins: int = 4
+    """Time bins with their own moving averages and fit (continuous processes)."""
+    big_parameters: int = 0
+    """N_big, the parameter count of the generator that will be trained on this latent; 0 takes
+    it from `big_generator`."""
+    big_generator: str = ""
+    """A generator run config (YAML) whose network's parameter count is N_big."""
+    distort_fraction: float = 0.5
+    """Share of each batch the decoder sees distorted (z + rho * (z_tiny - z)); the rest clean."""
+    t_range: tuple[float, float] = (0.0, 1.0)
+    """Range of t at which distorted latents are drawn for the decoder."""
+    min_variance: float = 1e-3
+    """Warn when a latent channel's variance (before normalisation) falls below this."""
+    min_usage: float = 0.1
+    """Warn when the fraction of codebook entries in use falls below this (discrete)."""
+
+    def __post_init__(self):
+        if len(self.widths) < 3:
+            raise ValueError(f"widths: the scaling fit needs at least 3, got {list(self.widths)}")
+        if any(w < 1 for w in self.widths) or list(self.widths) != sorted(set(self.widths)):
+            raise ValueError(f"widths: must be increasing and positive, got {list(self.widths)}")
+        for name in ("depth", "fit_every", "t_bins"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("weight", "ramp", "start", "big_parameters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.loss_ema < 1:
+            raise ValueError(f"loss_ema: must be in [0, 1), got {self.loss_ema}")
+        if not 0 <= self.distort_fraction <= 1:
+            raise ValueError(f"distort_fraction: must be in [0, 1], got {self.distort_fraction}")
+        lo, hi = self.t_range
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"t_range: need 0 <= low < high <= 1, got {list(self.t_range)}")

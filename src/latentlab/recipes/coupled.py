@@ -1,0 +1,254 @@
+"""The coupled decomposer for continuous latents (DESIGN.md sec. 4.3): tiny generators trained
+beside the tokenizer regularise its latent toward predictability and predict the error the big
+generator will leave, which the decoder learns to undo.
+
+Per training step, on the latent z (B, L, *S) of the bottleneck:
+1. n = standardise(z) per channel (batch statistics with gradient in training, no learnable
+   scale): the encoder cannot win the regularizer by shrinking or collapsing z.
+2. Each tiny generator G_k (an MLP denoiser of width w_k on flattened n, trained in its own
+   optimizer phase on detached n) has loss L_k(t). The regularizer lambda(step) * L_pred, with
+   L_pred the loss of the largest tiny generator (or the mean), reaches the encoder through n on
+   the input path (the noisy n_t) and the target path, each of which can be detached.
+3. Every `fit_every` steps, L(N) = E + A N^(-alpha) is fitted per t-bin to moving averages of
+   the L_k over the tiny parameter counts N_k, and extrapolated to N_big:
+   rho^2 = L(N_big) / L_largest, clipped to (0, 1]. An ill-posed fit keeps the last good one.
+4. For the first `distort_fraction` of each batch, at t ~ U(t_range): n_tiny = the largest tiny
+   generator's one-step estimate of n from n_t; the decoder gets n_big = n + rho(t) (n_tiny - n)
+   mapped back to z's scale, i.e. z + rho (n_tiny - n) * std. The distortion is detached: the
+   decoder learns to undo it, the encoder is not asked to cause it.
+
+Legend: B batch, L latent channels, S latent spatial dims, D = L * prod(S), K tiny generators,
+T t-bins.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from latentlab.generators.process import per_batch
+from latentlab.recipes.config import CoupledConfig
+from latentlab.recipes.scaling import IllPosedFit, fit_power_law, rho_squared
+from latentlab.recipes.tiny import num_parameters, tiny_generator, tiny_process
+from latentlab.tokenizers.bottlenecks.base import BottleneckOutput
+from latentlab.tokenizers.bottlenecks.identity import (
+    DEAD_VARIANCE,
+    IdentityBottleneck,
+    IdentityConfig,
+)
+from latentlab.tokenizers.bottlenecks.sync import all_reduce_sum_, distributed
+
+log = logging.getLogger("latentlab")
+
+
+@dataclass(frozen=True)
+class Coupled:
+    """`Coupling.couple`'s result: what the decoder decodes, the regularizer, figures to log."""
+
+    latent: torch.Tensor
+    """(B, L, *S) the latent for the decoder (distorted rows first, then clean ones)."""
+    loss: torch.Tensor
+    """() lambda * L_pred, already weighted (0 when off)."""
+    logs: dict[str, torch.Tensor]
+
+
+def distort(z: torch.Tensor, z_tiny: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """z + rho * (z_tiny - z), the latent the big generator is predicted to leave; the
+    distortion is detached, z keeps its gradient. z, z_tiny (B, *D), rho (B,)."""
+    return z + per_batch(rho, z) * (z_tiny - z).detach()
+
+
+def ramp(step: int, cfg: CoupledConfig) -> float:
+    """lambda(step): 0 before `start`, rising linearly to `weight` over `ramp` steps."""
+    if step < cfg.start:
+        return 0.0
+    return cfg.weight * min(1.0, (step - cfg.start + 1) / max(cfg.ramp, 1))
+
+
+class Coupling(nn.Module):
+    """Tiny generators, moving averages of their losses, scaling fits and rho (see the module
+    docstring). Everything that must survive a resume is a buffer.
+
+    Args:
+        cfg: the recipe's settings.
+        latent_shape: (L, *S) of one latent.
+        family: flow, ddpm or vpsde.
+        n_big: parameter count of the big generator the fit extrapolates to.
+    """
+
+    def __init__(self, cfg: CoupledConfig, latent_shape: tuple[int, ...], family: str,
+                 n_big: int):
+        super().__init__()
+        self.cfg, self.n_big = cfg, n_big
+        self.normalizer = IdentityBottleneck(latent_shape[0], IdentityConfig(normalize=True))
+        self.tiny = nn.ModuleList(tiny_generator(latent_shape, w, cfg.depth) for w in cfg.widths)
+        self.process = tiny_process(family)
+        self.sizes = [num_parameters(m) for m in self.tiny]
+        self.phases = tuple(f"tiny_{w}" for w in cfg.widths)
+        k, bins = len(cfg.widths), cfg.t_bins
+        self.register_buffer("loss_avg", torch.zeros(k, bins, dtype=torch.float64))
+        self.register_buffer("loss_weight", torch.zeros(k, bins, dtype=torch.float64))
+        self.register_buffer("pending", torch.zeros(2, k, bins, dtype=torch.float64))
+        self.register_buffer("fit", torch.full((bins, 5), float("nan"), dtype=torch.float64))
+        self.register_buffer("rho", torch.ones(bins))
+        self.register_buffer("var_min", torch.ones(()))
+        self._latents: list[torch.Tensor] = []
+        self._step, self._reads = -1, [0] * k
+        self.fits: list[dict] = []
+
+    # -- the autoencoder phase ------------------------------------------------------------
+
+    def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
+        """Standardise the latent, add the regularizer, distort the decoder's share.
+
+        Args:
+            out: the bottleneck's output; out.latent (B, L, *S).
+            step: the training step.
+            frozen: the encoder is frozen (DAE stage 2): no regularizer, running statistics.
+        """
+        z = out.latent
+        self._begin_step(step)
+        self.normalizer.train(not frozen)
+        n = self.normalizer(z).latent.float()  # (B, L, *S)
+        self._latents.append(n.detach())
+        logs = self._latent_logs(z)
+        weight = 0.0 if frozen else ramp(step, self.cfg)
+        loss = n.new_zeros(())
+        if weight > 0:
+            loss = weight * self._regularizer(n)
+            logs["coupled/l_pred"] = (loss / weight).detach()
+        logs["coupled/lambda"] = torch.tensor(weight)
+        latent = z
+        rows = round(self.cfg.distort_fraction * z.shape[0])
+        if step >= self.cfg.start and self.fitted and rows:
+            latent = self._distorted(z, n, rows)
+        logs |= self._fit_logs()
+        return Coupled(latent, loss, logs)
+
+    def _regularizer(self, n: torch.Tensor) -> torch.Tensor:
+        """L_pred on n, with gradient to n on the paths not detached."""
+        models = self.tiny if self.cfg.regularizer == "mean" else self.tiny[-1:]
+        n_in = n.detach() if self.cfg.stop_grad_input else n
+        n_target = n.detach() if self.cfg.stop_grad_target else n
+        losses = [self._loss(m, n_in, n_target)[0].mean() for m in models]
+        return torch.stack(losses).mean()
+
+    def _loss(self, model: nn.Module, n_in: torch.Tensor, n_target: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-item loss (B,) of a tiny generator and the times drawn (B,); as `Process.loss`,
+        with separate input and target latents so either path can be detached."""
+        x_in, x_target = (rearrange(v, "b ... -> b (...)") for v in (n_in, n_target))  # (B, D)
+        t = self.process.sample_train_time(len(x_in), None, x_in.device, x_in.dtype)
+        noise = torch.randn_like(x_in)
+        prediction = model(self.process.add_noise(x_in, noise, t), t, None)
+        target = self.process.target(x_target, noise, t)
+        return (prediction.float() - target.float()).pow(2).mean(1), t
+
+    @torch.no_grad()
+    def _distorted(self, z: torch.Tensor, n: torch.Tensor, rows: int) -> torch.Tensor:
+        """z with its first `rows` items moved by rho(t) (n_tiny - n), in z's scale."""
+        x0 = rearrange(n[:rows], "b ... -> b (...)")  # (R, D)
+        lo, hi = self.cfg.t_range
+        t = lo + (hi - lo) * torch.rand(rows, device=x0.device)
+        x_t = self.process.add_noise(x0, torch.randn_like(x0), t)
+        estimate = self.process.x0_estimate(self.tiny[-1](x_t, t, None).float(), x_t, t)
+        moved = distort(x0, estimate, self.rho[self.bin_of(t)]) - x0  # (R, D)
+        std = self.normalizer.std(z)  # (L,)
+        delta = moved.reshape(n[:rows].shape) * rearrange(std, "l -> l" + " 1" * (z.ndim - 2))
+        return torch.cat([z[:rows] + delta.to(z.dtype), z[rows:]])
+
+    def _latent_logs(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        var = rearrange(z.detach().float(), "b l ... -> l (b ...)").var(dim=1)  # (L,)
+        self.var_min.copy_(var.min())
+        return {"latent/var_min": var.min(), "latent/var_mean": var.mean(),
+                "latent/dead_channels": (var < DEAD_VARIANCE).float().mean()}
+
+    # -- the tiny phases --------------------------------------------------------------------
+
+    def tiny_loss(self, k: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss of tiny generator k on the next stored (detached) latent of this step;
+        its per-item losses feed the moving averages by t-bin."""
+        n = self._latents[self._reads[k] % len(self._latents)]
+        self._reads[k] += 1
+        per_item, t = self._loss(self.tiny[k], n, n)
+        with torch.no_grad():
+            b = self.bin_of(t)
+            bins = self.cfg.t_bins
+            self.pending[0, k] += torch.bincount(b, per_item.double(), minlength=bins)
+            self.pending[1, k] += torch.bincount(b, minlength=bins).double()
+        loss = per_item.mean()
+        return loss, {f"tiny/loss_{self.cfg.widths[k]}": loss.detach()}
+
+    def bin_of(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) t-bin index of each time in [0, 1]."""
+        return (t.detach() * self.cfg.t_bins).long().clamp(0, self.cfg.t_bins - 1)
+
+    # -- moving averages and fits -----------------------------------------------------------
+
+    def _begin_step(self, step: int) -> None:
+        """On the first call of a step: fold the last step's losses into the moving averages,
+        and fit the scaling law every `fit_every` steps."""
+        if step == self._step:
+            return
+        self._step, self._latents, self._reads = step, [], [0] * len(self.tiny)
+        sums, counts = self.pending
+        if distributed():  # every rank folds the global losses, so rho agrees everywhere
+            all_reduce_sum_(self.pending)
+        if counts.sum() > 0:
+            decay = torch.where(counts > 0, self.cfg.loss_ema, 1.0).double()
+            means = sums / counts.clamp_min(1)
+            self.loss_avg.mul_(decay).add_((1 - decay) * means)
+            self.loss_weight.mul_(decay).add_(1 - decay)
+            self.pending.zero_()
+        if step > 0 and step % self.cfg.fit_every == 0:
+            self.fit_scaling(step)
+
+    @property
+    def fitted(self) -> bool:
+        return bool(torch.isfinite(self.fit[:, 0]).any())
+
+    def averages(self) -> torch.Tensor:
+        """(K, T) bias-corrected moving averages of the tiny losses (NaN where no data)."""
+        return torch.where(self.loss_weight > 0, self.loss_avg / self.loss_weight,
+                           torch.full_like(self.loss_avg, float("nan")))
+
+    def fit_scaling(self, step: int) -> None:
+        """Fit the law per t-bin; an ill-posed bin keeps its last good fit (and says so)."""
+        averages = self.averages()
+        for b in range(self.cfg.t_bins):
+            losses = averages[:, b].tolist()
+            record = {"step": step, "t_bin": b, "params": self.sizes, "losses": losses,
+                      "n_big": self.n_big}
+            try:
+                law = fit_power_law(self.sizes, losses)
+            except IllPosedFit as e:
+                kept = "the last good fit" if torch.isfinite(self.fit[b, 0]) else "rho = 1"
+                log.info("step %d: scaling fit of t-bin %d is ill-posed (%s); keeping %s",
+                         step, b, e, kept)
+                self.fits.append(record | {"ok": False, "reason": str(e)})
+                continue
+            rho = rho_squared(law, self.n_big, losses[-1]) ** 0.5
+            self.fit[b] = torch.tensor([law.E, law.A, law.alpha, law.n_ref,
+                                        max(abs(r) for r in law.residuals)])
+            self.rho[b] = rho
+            self.fits.append(record | law.as_dict() | {"ok": True, "predicted": law(self.n_big),
+                                                       "rho": rho})
+        if float(self.var_min) < self.cfg.min_variance:
+            log.warning("step %d: a latent channel's variance is %.2g, below coupled."
+                        "min_variance=%g: the latent may be collapsing", step,
+                        float(self.var_min), self.cfg.min_variance)
+
+    def _fit_logs(self) -> dict[str, torch.Tensor]:
+        """The current fit of every t-bin, logged each step (so window averages are exact)."""
+        logs = {"coupled/rho": self.rho.mean(), "fit/ok": self.fit[:, 0].isfinite().float().mean()}
+        for b in range(self.cfg.t_bins):
+            e, a, alpha, _, residual = self.fit[b].tolist()
+            logs |= {f"fit/t{b}/E": torch.tensor(e), f"fit/t{b}/A": torch.tensor(a),
+                     f"fit/t{b}/alpha": torch.tensor(alpha),
+                     f"fit/t{b}/residual": torch.tensor(residual),
+                     f"coupled/rho_t{b}": self.rho[b]}
+        return logs
