@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from latentlab.data import load_dataset
 from latentlab.errors import ConfigError
 from latentlab.recipes.config import CoupledConfig, DAEConfig
-from latentlab.recipes.coupled import Coupling, distort
+from latentlab.recipes.coupled import LatentCoupling, distort
 from latentlab.recipes.train import build_objective, train_tokenizer
 from latentlab.tokenizers.bottlenecks import BottleneckConfig
 from latentlab.tokenizers.bottlenecks.vq import VQConfig
@@ -56,7 +56,7 @@ def test_decoder_sees_distortion_on_its_share_only():
                               coupled=dataclasses.replace(COUPLED, distort_fraction=0.5))
     objective = build_objective(cfg, load_dataset("digits", "train"))
     coupling = objective.coupling
-    coupling.fit[:, 0] = 1.0  # pretend a fit exists, with rho = 0.5 in every bin
+    coupling.tracker.fit[:, 0] = 1.0  # pretend a fit exists, with rho = 0.5 in every bin
     coupling.rho.fill_(0.5)
     x = load_dataset("digits", "train").__getitems__(list(range(8))).x
     out = objective.tokenizer.encode(x)
@@ -100,7 +100,7 @@ def test_short_coupled_run_keeps_the_latent_alive(tmp_path):
     assert len(var_min) >= 5 and min(var_min) > 1e-2, var_min
     assert all(r["latent/dead_channels"] == 0 for r in records if "latent/dead_channels" in r)
     fits = [f for f in metrics["scaling_fits"] if f["ok"]]
-    assert fits and all(0 < f["rho"] <= 1 for f in fits)
+    assert fits and all(0 < r <= 1 for r in metrics["rho"])
     assert all(len(f["residuals"]) == 3 for f in fits)
     assert len(metrics["tiny_parameters"]) == 3
     assert metrics["tiny_parameters"] == sorted(metrics["tiny_parameters"])
@@ -169,5 +169,43 @@ def test_coupled_big_generator_size_from_its_config(tmp_path):
     cfg = dataclasses.replace(tiny_run_config(), recipe="coupled", coupled=dataclasses.replace(
         COUPLED, big_parameters=0, big_generator=str(config)))
     coupling = build_objective(cfg, load_dataset("digits", "train")).coupling
-    assert isinstance(coupling, Coupling)
+    assert isinstance(coupling, LatentCoupling)
     assert 50_000 < coupling.n_big < 500_000
+
+
+def vq_coupled_objective(**coupled):
+    cfg = tiny_run_config()
+    cfg = dataclasses.replace(cfg, recipe="coupled", coupled=dataclasses.replace(
+        COUPLED, ramp=1, **coupled), model=dataclasses.replace(
+        cfg.model, latent_channels=4,
+        bottleneck=BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16))))
+    torch.manual_seed(0)
+    objective = build_objective(cfg, load_dataset("digits", "train"))
+    with torch.no_grad():  # as if trained (zero-initialised layers pass no gradient)
+        for p in objective.coupling.tiny.parameters():
+            p.normal_(0, 0.1)
+    return objective
+
+
+def test_token_regularizer_reaches_the_encoder_through_the_latent():
+    objective = vq_coupled_objective()
+    x = load_dataset("digits", "train").__getitems__(list(range(16))).x
+    coupled = objective.coupling.couple(objective.tokenizer.encode(x), 5, frozen=False)
+    assert coupled.loss > 0
+    coupled.loss.backward()
+    grads = [p.grad for p in objective.tokenizer.encoder.parameters()]
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+
+
+def test_token_distortion_replaces_tokens_by_the_prior_prediction():
+    objective = vq_coupled_objective()
+    coupling, bottleneck = objective.coupling, objective.tokenizer.bottleneck
+    x = load_dataset("digits", "train").__getitems__(list(range(16))).x
+    out = objective.tokenizer.encode(x)
+    tokens = out.indices.flatten(1)
+    coupling.replace.fill_(1.0)
+    predicted = coupling.tiny[-1](tokens).argmax(-1).reshape(out.indices.shape)
+    torch.testing.assert_close(coupling._replaced(out, tokens),
+                               bottleneck.indices_to_codes(predicted), rtol=0, atol=0)
+    coupling.replace.fill_(0.0)
+    assert torch.equal(coupling._replaced(out, tokens), out.latent)

@@ -32,15 +32,15 @@ from torch import nn
 
 from latentlab.generators.process import per_batch
 from latentlab.recipes.config import CoupledConfig
-from latentlab.recipes.scaling import IllPosedFit, fit_power_law, rho_squared
+from latentlab.recipes.scaling import PowerLaw, rho_squared
 from latentlab.recipes.tiny import num_parameters, tiny_generator, tiny_process
+from latentlab.recipes.tracker import LossTracker
 from latentlab.tokenizers.bottlenecks.base import BottleneckOutput
 from latentlab.tokenizers.bottlenecks.identity import (
     DEAD_VARIANCE,
     IdentityBottleneck,
     IdentityConfig,
 )
-from latentlab.tokenizers.bottlenecks.sync import all_reduce_sum_, distributed
 
 log = logging.getLogger("latentlab")
 
@@ -70,8 +70,79 @@ def ramp(step: int, cfg: CoupledConfig) -> float:
 
 
 class Coupling(nn.Module):
-    """Tiny generators, moving averages of their losses, scaling fits and rho (see the module
-    docstring). Everything that must survive a resume is a buffer.
+    """What every coupling shares: K tiny generators each trained in its own optimizer phase
+    on the latents the autoencoder phase stored this step, a `LossTracker` of their losses, and
+    a scaling fit every `fit_every` steps. Subclasses say how to score a tiny generator
+    (`tiny_terms`), how to couple the latent (`couple`) and what a fit sets (`apply_fits`).
+    Everything that must survive a resume is a buffer.
+    """
+
+    def __init__(self, cfg: CoupledConfig, tiny: list[nn.Module], series: list[str],
+                 n_big: int):
+        super().__init__()
+        self.cfg, self.n_big = cfg, n_big
+        self.tiny = nn.ModuleList(tiny)
+        self.sizes = [num_parameters(m) for m in self.tiny]
+        self.tracker = LossTracker(self.sizes, series, cfg.loss_ema)
+        self.phases = tuple(f"tiny_{w}" for w in cfg.widths)
+        self.register_buffer("var_min", torch.ones(()))
+        self._stored: list = []
+        self._step, self._reads = -1, [0] * len(self.tiny)
+
+    def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
+        raise NotImplementedError
+
+    def tiny_terms(self, k: int, stored) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss to train tiny generator k on, per-item values (B,), their series (B,))."""
+        raise NotImplementedError
+
+    def apply_fits(self, laws: list[PowerLaw | None]) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """Final figures for metrics.json (rho and the like)."""
+        raise NotImplementedError
+
+    def store(self, step: int, stored) -> None:
+        """Keep what the tiny phases of this step train on (one entry per micro-batch)."""
+        self.begin_step(step)
+        self._stored.append(stored)
+
+    def tiny_loss(self, k: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss of tiny generator k on the next stored latent of this step."""
+        stored = self._stored[self._reads[k] % len(self._stored)]
+        self._reads[k] += 1
+        loss, values, series = self.tiny_terms(k, stored)
+        self.tracker.add(k, series, values.detach())
+        return loss, {f"tiny/loss_{self.cfg.widths[k]}": loss.detach()}
+
+    def begin_step(self, step: int) -> None:
+        """On the first call of a step: fold the last step's losses into the averages, and
+        refit the scaling law every `fit_every` steps."""
+        if step == self._step:
+            return
+        self._step, self._stored, self._reads = step, [], [0] * len(self.tiny)
+        self.tracker.fold()
+        if step > 0 and step % self.cfg.fit_every == 0:
+            self.apply_fits(self.tracker.refit(step, self.n_big))
+            if float(self.var_min) < self.cfg.min_variance:
+                log.warning("step %d: a latent channel's variance is %.2g, below coupled."
+                            "min_variance=%g: the latent may be collapsing", step,
+                            float(self.var_min), self.cfg.min_variance)
+
+    def weight(self, step: int, frozen: bool) -> float:
+        return 0.0 if frozen else ramp(step, self.cfg)
+
+    def latent_logs(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-channel variance of the latent over the batch: collapse shows here first."""
+        var = rearrange(z.detach().float(), "b l ... -> l (b ...)").var(dim=1)  # (L,)
+        self.var_min.copy_(var.min())
+        return {"latent/var_min": var.min(), "latent/var_mean": var.mean(),
+                "latent/dead_channels": (var < DEAD_VARIANCE).float().mean()}
+
+
+class LatentCoupling(Coupling):
+    """The coupling of a continuous latent (see the module docstring).
 
     Args:
         cfg: the recipe's settings.
@@ -82,25 +153,11 @@ class Coupling(nn.Module):
 
     def __init__(self, cfg: CoupledConfig, latent_shape: tuple[int, ...], family: str,
                  n_big: int):
-        super().__init__()
-        self.cfg, self.n_big = cfg, n_big
+        tiny = [tiny_generator(latent_shape, w, cfg.depth) for w in cfg.widths]
+        super().__init__(cfg, tiny, [f"t{b}" for b in range(cfg.t_bins)], n_big)
         self.normalizer = IdentityBottleneck(latent_shape[0], IdentityConfig(normalize=True))
-        self.tiny = nn.ModuleList(tiny_generator(latent_shape, w, cfg.depth) for w in cfg.widths)
         self.process = tiny_process(family)
-        self.sizes = [num_parameters(m) for m in self.tiny]
-        self.phases = tuple(f"tiny_{w}" for w in cfg.widths)
-        k, bins = len(cfg.widths), cfg.t_bins
-        self.register_buffer("loss_avg", torch.zeros(k, bins, dtype=torch.float64))
-        self.register_buffer("loss_weight", torch.zeros(k, bins, dtype=torch.float64))
-        self.register_buffer("pending", torch.zeros(2, k, bins, dtype=torch.float64))
-        self.register_buffer("fit", torch.full((bins, 5), float("nan"), dtype=torch.float64))
-        self.register_buffer("rho", torch.ones(bins))
-        self.register_buffer("var_min", torch.ones(()))
-        self._latents: list[torch.Tensor] = []
-        self._step, self._reads = -1, [0] * k
-        self.fits: list[dict] = []
-
-    # -- the autoencoder phase ------------------------------------------------------------
+        self.register_buffer("rho", torch.ones(cfg.t_bins))
 
     def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
         """Standardise the latent, add the regularizer, distort the decoder's share.
@@ -111,23 +168,28 @@ class Coupling(nn.Module):
             frozen: the encoder is frozen (DAE stage 2): no regularizer, running statistics.
         """
         z = out.latent
-        self._begin_step(step)
         self.normalizer.train(not frozen)
         n = self.normalizer(z).latent.float()  # (B, L, *S)
-        self._latents.append(n.detach())
-        logs = self._latent_logs(z)
-        weight = 0.0 if frozen else ramp(step, self.cfg)
+        self.store(step, n.detach())
+        logs = self.latent_logs(z)
+        weight = self.weight(step, frozen)
         loss = n.new_zeros(())
         if weight > 0:
-            loss = weight * self._regularizer(n)
-            logs["coupled/l_pred"] = (loss / weight).detach()
+            l_pred = self._regularizer(n)
+            loss = weight * l_pred
+            logs["coupled/l_pred"] = l_pred.detach()
         logs["coupled/lambda"] = torch.tensor(weight)
         latent = z
         rows = round(self.cfg.distort_fraction * z.shape[0])
         if step >= self.cfg.start and self.fitted and rows:
             latent = self._distorted(z, n, rows)
-        logs |= self._fit_logs()
+        logs |= self.tracker.logs() | {"coupled/rho": self.rho.mean()}
+        logs |= {f"coupled/rho_t{b}": r for b, r in enumerate(self.rho)}
         return Coupled(latent, loss, logs)
+
+    @property
+    def fitted(self) -> bool:
+        return any(self.tracker.fitted(b) for b in range(self.cfg.t_bins))
 
     def _regularizer(self, n: torch.Tensor) -> torch.Tensor:
         """L_pred on n, with gradient to n on the paths not detached."""
@@ -148,6 +210,21 @@ class Coupling(nn.Module):
         target = self.process.target(x_target, noise, t)
         return (prediction.float() - target.float()).pow(2).mean(1), t
 
+    def tiny_terms(self, k: int, stored: torch.Tensor):
+        per_item, t = self._loss(self.tiny[k], stored, stored)
+        return per_item.mean(), per_item, self.bin_of(t)
+
+    def bin_of(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) t-bin index of each time in [0, 1]."""
+        return (t.detach() * self.cfg.t_bins).long().clamp(0, self.cfg.t_bins - 1)
+
+    def apply_fits(self, laws: list[PowerLaw | None]) -> None:
+        """rho per t-bin from its fit, against the largest tiny generator's loss there."""
+        largest = self.tracker.averages()[-1]
+        for b, law in enumerate(laws):
+            if law is not None:
+                self.rho[b] = rho_squared(law, self.n_big, float(largest[b])) ** 0.5
+
     @torch.no_grad()
     def _distorted(self, z: torch.Tensor, n: torch.Tensor, rows: int) -> torch.Tensor:
         """z with its first `rows` items moved by rho(t) (n_tiny - n), in z's scale."""
@@ -161,94 +238,5 @@ class Coupling(nn.Module):
         delta = moved.reshape(n[:rows].shape) * rearrange(std, "l -> l" + " 1" * (z.ndim - 2))
         return torch.cat([z[:rows] + delta.to(z.dtype), z[rows:]])
 
-    def _latent_logs(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        var = rearrange(z.detach().float(), "b l ... -> l (b ...)").var(dim=1)  # (L,)
-        self.var_min.copy_(var.min())
-        return {"latent/var_min": var.min(), "latent/var_mean": var.mean(),
-                "latent/dead_channels": (var < DEAD_VARIANCE).float().mean()}
-
-    # -- the tiny phases --------------------------------------------------------------------
-
-    def tiny_loss(self, k: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss of tiny generator k on the next stored (detached) latent of this step;
-        its per-item losses feed the moving averages by t-bin."""
-        n = self._latents[self._reads[k] % len(self._latents)]
-        self._reads[k] += 1
-        per_item, t = self._loss(self.tiny[k], n, n)
-        with torch.no_grad():
-            b = self.bin_of(t)
-            bins = self.cfg.t_bins
-            self.pending[0, k] += torch.bincount(b, per_item.double(), minlength=bins)
-            self.pending[1, k] += torch.bincount(b, minlength=bins).double()
-        loss = per_item.mean()
-        return loss, {f"tiny/loss_{self.cfg.widths[k]}": loss.detach()}
-
-    def bin_of(self, t: torch.Tensor) -> torch.Tensor:
-        """(B,) t-bin index of each time in [0, 1]."""
-        return (t.detach() * self.cfg.t_bins).long().clamp(0, self.cfg.t_bins - 1)
-
-    # -- moving averages and fits -----------------------------------------------------------
-
-    def _begin_step(self, step: int) -> None:
-        """On the first call of a step: fold the last step's losses into the moving averages,
-        and fit the scaling law every `fit_every` steps."""
-        if step == self._step:
-            return
-        self._step, self._latents, self._reads = step, [], [0] * len(self.tiny)
-        sums, counts = self.pending
-        if distributed():  # every rank folds the global losses, so rho agrees everywhere
-            all_reduce_sum_(self.pending)
-        if counts.sum() > 0:
-            decay = torch.where(counts > 0, self.cfg.loss_ema, 1.0).double()
-            means = sums / counts.clamp_min(1)
-            self.loss_avg.mul_(decay).add_((1 - decay) * means)
-            self.loss_weight.mul_(decay).add_(1 - decay)
-            self.pending.zero_()
-        if step > 0 and step % self.cfg.fit_every == 0:
-            self.fit_scaling(step)
-
-    @property
-    def fitted(self) -> bool:
-        return bool(torch.isfinite(self.fit[:, 0]).any())
-
-    def averages(self) -> torch.Tensor:
-        """(K, T) bias-corrected moving averages of the tiny losses (NaN where no data)."""
-        return torch.where(self.loss_weight > 0, self.loss_avg / self.loss_weight,
-                           torch.full_like(self.loss_avg, float("nan")))
-
-    def fit_scaling(self, step: int) -> None:
-        """Fit the law per t-bin; an ill-posed bin keeps its last good fit (and says so)."""
-        averages = self.averages()
-        for b in range(self.cfg.t_bins):
-            losses = averages[:, b].tolist()
-            record = {"step": step, "t_bin": b, "params": self.sizes, "losses": losses,
-                      "n_big": self.n_big}
-            try:
-                law = fit_power_law(self.sizes, losses)
-            except IllPosedFit as e:
-                kept = "the last good fit" if torch.isfinite(self.fit[b, 0]) else "rho = 1"
-                log.info("step %d: scaling fit of t-bin %d is ill-posed (%s); keeping %s",
-                         step, b, e, kept)
-                self.fits.append(record | {"ok": False, "reason": str(e)})
-                continue
-            rho = rho_squared(law, self.n_big, losses[-1]) ** 0.5
-            self.fit[b] = torch.tensor([law.E, law.A, law.alpha, law.n_ref,
-                                        max(abs(r) for r in law.residuals)])
-            self.rho[b] = rho
-            self.fits.append(record | law.as_dict() | {"ok": True, "predicted": law(self.n_big),
-                                                       "rho": rho})
-        if float(self.var_min) < self.cfg.min_variance:
-            log.warning("step %d: a latent channel's variance is %.2g, below coupled."
-                        "min_variance=%g: the latent may be collapsing", step,
-                        float(self.var_min), self.cfg.min_variance)
-
-    def _fit_logs(self) -> dict[str, torch.Tensor]:
-        """The current fit of every t-bin, logged each step (so window averages are exact)."""
-        logs = {"coupled/rho": self.rho.mean(), "fit/ok": self.fit[:, 0].isfinite().float().mean()}
-        for b in range(self.cfg.t_bins):
-            e, a, alpha, _, residual = self.fit[b].tolist()
-            logs |= {f"fit/t{b}/E": torch.tensor(e), f"fit/t{b}/A": torch.tensor(a),
-                     f"fit/t{b}/alpha": torch.tensor(alpha),
-                     f"fit/t{b}/residual": torch.tensor(residual),
-                     f"coupled/rho_t{b}": self.rho[b]}
-        return logs
+    def summary(self) -> dict:
+        return {"rho": self.rho.tolist()}

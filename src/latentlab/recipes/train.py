@@ -24,7 +24,8 @@ from latentlab.errors import ConfigError, UserError
 from latentlab.io import write_json
 from latentlab.recipes.baseline import LossConfig, eval_batches, evaluate_tokenizer
 from latentlab.recipes.config import CoupledConfig, DAEConfig
-from latentlab.recipes.coupled import Coupling
+from latentlab.recipes.coupled import LatentCoupling
+from latentlab.recipes.coupled_tokens import TokenCoupling
 from latentlab.recipes.objective import TokenizerObjective
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 from latentlab.training import RunDir, TrainConfig, train
@@ -118,15 +119,16 @@ def build_objective(cfg: TokenizerRunConfig, data) -> TokenizerObjective:
     coupling = None
     if cfg.recipe.startswith("coupled"):
         latent = tokenizer.latent_shape(data.shape)
-        if tokenizer.discrete:
-            raise ConfigError(f"recipe: coupled training of a discrete bottleneck "
-                              f"('{cfg.model.bottleneck.kind}') is not built yet; use ae or kl")
-        family = "flow" if cfg.coupled.family == "auto" else cfg.coupled.family
-        if family == "ar":
-            raise ConfigError("coupled.family: ar models token indices; this latent is "
-                              "continuous (use flow, ddpm or vpsde)")
+        family = cfg.coupled.family
+        if family == "auto":
+            family = "ar" if tokenizer.discrete else "flow"
+        if (family == "ar") != tokenizer.discrete:
+            raise ConfigError(f"coupled.family: '{family}' does not fit a "
+                              f"{'discrete' if tokenizer.discrete else 'continuous'} latent "
+                              "(ar for vq/lfq/fsq; flow, ddpm or vpsde otherwise)")
         n_big = big_generator_parameters(cfg, latent, data.num_classes)
-        coupling = Coupling(cfg.coupled, latent, family, n_big)
+        coupling = (TokenCoupling(cfg.coupled, tokenizer.bottleneck, latent, n_big)
+                    if tokenizer.discrete else LatentCoupling(cfg.coupled, latent, family, n_big))
     dae = cfg.dae if cfg.recipe.endswith("dae") else None
     return TokenizerObjective(tokenizer, cfg.loss, dae, coupling, cfg.train.steps)
 
@@ -139,8 +141,9 @@ def recipe_record(cfg: TokenizerRunConfig, objective: TokenizerObjective) -> dic
     if objective.coupling is not None:
         coupling = objective.coupling
         record |= {"tiny_parameters": coupling.sizes, "big_parameters": coupling.n_big,
-                   "tiny_losses": coupling.averages().tolist(),
-                   "rho": coupling.rho.tolist(), "scaling_fits": coupling.fits}
+                   "tiny_series": coupling.tracker.series,
+                   "tiny_losses": coupling.tracker.averages().tolist(),
+                   "scaling_fits": coupling.tracker.records} | coupling.summary()
     return record
 
 
