@@ -1,0 +1,121 @@
+"""`latentlab evaluate RUN`: score a tokenizer or generator run with every metric that applies.
+
+The evaluation goes into RUN/metrics.json under the key "evaluation" (the figures training wrote
+there are kept) and into its own file, RUN/evaluation.json unless --out says otherwise; both
+are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from latentlab.errors import UserError
+from latentlab.evaluation.probe import PROBE_STEPS
+from latentlab.io import write_json
+
+SUMMARY_KEYS = ("mse", "psnr", "ssim", "rfd", "lipschitz_encoder_mean", "lipschitz_decoder_mean",
+                "nn_accuracy", "predictability", "usage", "perplexity", "fd", "kid",
+                "precision", "recall", "class_accuracy", "bits_per_dim")
+
+
+def run_kind(run: Path) -> str:
+    """"tokenizer" or "generator", from what the run directory holds."""
+    if (run / "generator" / "modelled.json").is_file():
+        return "generator"
+    if (run / "tokenizer" / "tokenizer.yaml").is_file():
+        return "tokenizer"
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
+    raise UserError(f"{run}: not a trained tokenizer or generator run (no tokenizer/ or "
+                    "generator/ inside)")
+
+
+def record(run: Path, evaluation: dict, out: Path) -> None:
+    """Write `evaluation` to `out` and under "evaluation" in RUN/metrics.json."""
+    metrics_path = run / "metrics.json"
+    metrics: dict = {}
+    if metrics_path.exists():
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{metrics_path}: cannot be read ({e}); not overwriting it") from None
+        if not isinstance(metrics, dict):
+            raise UserError(f"{metrics_path}: not a JSON object; not overwriting it")
+    write_json(out, evaluation)
+    write_json(metrics_path, metrics | {"evaluation": evaluation})
+
+
+def summary(evaluation: dict) -> str:
+    parts = [f"{k} {evaluation[k]:.4g}" for k in SUMMARY_KEYS if k in evaluation]
+    return f"{evaluation['kind']} on {evaluation['data']}: " + ", ".join(parts)
+
+
+def check_extractor(path: str) -> None:
+    """Fail before any work if the --inception file cannot be loaded."""
+    from latentlab.metrics.generation import load_extractor
+
+    if not Path(path).is_file():
+        raise UserError(f"--inception: {path}: no such file")
+    try:
+        load_extractor(path)
+    except ValueError as e:
+        raise UserError(f"--inception: {e}") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    kind = run_kind(run)
+    if args.n < 2:
+        raise UserError(f"--n must be >= 2, got {args.n}")
+    if args.probe_steps < 1:
+        raise UserError(f"--probe-steps must be >= 1, got {args.probe_steps}")
+    if args.inception:
+        check_extractor(args.inception)
+    if kind == "tokenizer":
+        from latentlab.evaluation.tokenizer import evaluate_tokenizer_run
+
+        if args.samples:
+            raise UserError("--samples: only a generator run has samples to score")
+        evaluation = evaluate_tokenizer_run(run, cache_dir=args.cache_dir, seed=args.seed,
+                                            probe_steps=args.probe_steps,
+                                            inception=args.inception)
+    else:
+        from latentlab.evaluation.generator import evaluate_generator_run
+
+        evaluation = evaluate_generator_run(run, n=args.n, cache_dir=args.cache_dir,
+                                            seed=args.seed, samples=args.samples,
+                                            steps=args.steps, inception=args.inception)
+    out = Path(args.out) if args.out else run / "evaluation.json"
+    record(run, evaluation, out)
+    print(summary(evaluation))
+    print(f"wrote {out} and the 'evaluation' entry of {run / 'metrics.json'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a trained tokenizer or generator run",
+        description="Score a run: a tokenizer on reconstruction, reconstruction Fréchet "
+                    "distance and latent metrics; a generator on Fréchet distance, KID, "
+                    "precision/recall and class accuracy of fresh samples (and bits per "
+                    "dimension for an autoregressive prior). Features come from a small "
+                    "network trained once per dataset and cached. See docs/metrics.md.")
+    p.add_argument("run", help="run directory of train-tokenizer or train-generator")
+    p.add_argument("--n", type=int, default=1000,
+                   help="samples to draw from a generator (default: 1000)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
+    p.add_argument("--samples", help="score this samples.npz instead of drawing new samples")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, pair draws and the "
+                                                       "probe (default: 0)")
+    p.add_argument("--probe-steps", type=int, default=PROBE_STEPS,
+                   help="training steps of a tokenizer's predictability probe; figures "
+                        f"compare only at equal steps (default: {PROBE_STEPS})")
+    p.add_argument("--out", help="evaluation file to write (default: RUN/evaluation.json)")
+    p.add_argument("--cache-dir", help="feature-network cache (default: $LATENTLAB_CACHE or "
+                                       "~/.cache/latentlab)")
+    p.add_argument("--inception", help="Inception feature extractor saved with "
+                                       "torch.export.save (.pt2), (B, 3, 299, 299) in [0, 1] "
+                                       "-> (B, F): adds an Inception FID")
+    p.set_defaults(func=cmd_evaluate)

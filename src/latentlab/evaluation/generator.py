@@ -1,0 +1,158 @@
+"""Evaluate a trained generator run: sample, decode, and score the samples against the test
+split in the domain feature network's space; for an autoregressive prior also the rate, bits
+per dimension from its exact log-likelihood of the test tokens. Definitions in docs/metrics.md.
+
+Legend: N items, C channels, H height, W width, K classes, T tokens per item.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from latentlab import pixels
+from latentlab.data import load_dataset
+from latentlab.errors import UserError
+from latentlab.generation.encode import cached_split
+from latentlab.generation.sample import LoadedGenerator, sample_to_file
+from latentlab.metrics.features import feature_network
+from latentlab.metrics.generation import generation_metrics, inception_fid
+
+SAMPLES = "samples.npz"
+DEFAULT_N = 1000
+
+
+def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """A public samples file -> (items (N, C, H, W) in [-1, 1] or vectors (N, D), labels (N,))."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            labels = torch.as_tensor(f["labels"], dtype=torch.int64)
+            if "images" in f:
+                images = torch.as_tensor(f["images"])
+                if images.dtype != torch.uint8 or images.ndim != 4:
+                    raise UserError(f"{path}: 'images' must be uint8 (N, H, W, C), got "
+                                    f"{images.dtype} {tuple(images.shape)}")
+                items = rearrange(pixels.from_uint8(images), "n h w c -> n c h w")
+            else:
+                items = torch.as_tensor(f["vectors"], dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: not a samples file ({e})") from None
+    if len(labels) != len(items):
+        raise UserError(f"{path}: {len(items)} items but {len(labels)} labels")
+    return items, labels
+
+
+def real_items(spec: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """Every item of a split and its labels; images pass through uint8 as samples do, so that
+    quantisation is no difference between the two sets."""
+    data = load_dataset(spec, split)
+    batch = data.__getitems__(list(range(len(data))))
+    x = pixels.from_uint8(pixels.to_uint8(batch.x)) if batch.x.ndim == 4 else batch.x.float()
+    return x, batch.y
+
+
+def score_samples(spec: str, samples: str | os.PathLike, cache_dir: str | os.PathLike | None
+                  = None, inception: str | os.PathLike | None = None) -> dict:
+    """Score a public samples file against the test split of dataset `spec`.
+
+    Returns fd, kid, kid_std, precision, recall, class_accuracy (labelled samples of a labelled
+    dataset), feature_net_accuracy, samples and real (set sizes), and inception_fid when a
+    torch.export extractor (.pt2) is given.
+    """
+    fake, labels = read_samples(samples)
+    real, _ = real_items(spec)
+    if fake.shape[1:] != real.shape[1:]:
+        raise UserError(f"{samples}: items of shape {tuple(fake.shape[1:])}, but {spec} has "
+                        f"{tuple(real.shape[1:])}")
+    net = feature_network(spec, cache_dir)
+    out = generation_metrics(net, real, fake, labels)
+    out |= {"feature_net_accuracy": net.accuracy, "samples": len(fake), "real": len(real)}
+    if inception is not None and fake.ndim == 4:
+        out["inception_fid"] = inception_fid(real, fake, inception)
+    return out
+
+
+@torch.no_grad()
+def ar_rate(loaded: LoadedGenerator, spec: str, batch_size: int = 256) -> dict[str, float]:
+    """Rate of an autoregressive prior on the test split's tokens, from its exact likelihood.
+
+    bits_per_token = -sum log2 p(tokens) / (items * T), and bits_per_dim the same total over
+    items * C * H * W, the pixels and channels of the images the tokens stand for. A
+    class-conditional prior is scored by its marginal p(x) = (1/K) sum_k p(x | k) (labels are
+    not sent), and also given the true label (`bits_per_dim_given_label`).
+    """
+    tokens = cached_split(loaded.cfg.tokenizer, spec, "test")
+    batch = tokens.__getitems__(list(range(len(tokens))))
+    x = rearrange(batch.x, "n ... -> n (...)")  # (N, T)
+    model, k = loaded.model, loaded.what.num_classes
+    device = next(model.parameters()).device
+    x = x.to(device)
+    dims = math.prod(load_dataset(spec, "test").shape)
+
+    def nats(c: int | None) -> torch.Tensor:
+        """(N,) log p(x | class c) summed over tokens, in batches (logits are (B, T, V))."""
+        parts = []
+        for part in x.split(batch_size):
+            cond = None if c is None else torch.full((len(part),), c, device=device)
+            parts.append(model.log_prob(part, cond).double().sum(1))
+        return torch.cat(parts)
+
+    if k:
+        per_class = torch.stack([nats(c) for c in range(k)], dim=1)  # (N, K)
+        marginal = torch.logsumexp(per_class, dim=1) - math.log(k)
+        given = per_class.gather(1, batch.y.to(device)[:, None]).squeeze(1)
+    else:
+        marginal = given = nats(None)
+    bits = -float(marginal.sum()) / math.log(2)
+    out = {"bits_per_token": bits / x.numel(), "bits_per_dim": bits / (len(x) * dims),
+           "bits_per_image": bits / len(x)}
+    if k:
+        out["bits_per_dim_given_label"] = -float(given.sum()) / math.log(2) / (len(x) * dims)
+    return out
+
+
+def heldout_figures(run: Path) -> dict[str, float]:
+    """The held-out figures training left in RUN/metrics.json, as heldout_<name>."""
+    try:
+        test = json.loads((run / "metrics.json").read_text()).get("test", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    return {f"heldout_{k}": float(v) for k, v in test.items() if isinstance(v, int | float)}
+
+
+def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
+                           cache_dir: str | os.PathLike | None = None, seed: int = 0,
+                           samples: str | os.PathLike | None = None, steps: int | None = None,
+                           inception: str | os.PathLike | None = None) -> dict:
+    """Every generator metric of run directory `run`.
+
+    Draws `n` samples (labels 0, 1, ..., K-1, 0, ... for a class-conditional generator) with
+    the run's sampler and `steps` (default: the run's), writes them to RUN/samples.npz in the
+    public format, and scores that file; or scores `samples` if given, drawing nothing.
+
+    Returns:
+        A JSON-ready dict: fd, kid, kid_std, precision, recall, class_accuracy, the run's
+        heldout_* training figures, and for an autoregressive prior bits_per_dim,
+        bits_per_token, bits_per_image (and bits_per_dim_given_label).
+    """
+    run = Path(run)
+    loaded = LoadedGenerator.load(run)
+    spec = loaded.cfg.data.spec
+    if samples is None:
+        if n < 2:
+            raise UserError(f"--n must be >= 2 to score samples, got {n}")
+        samples = run / SAMPLES
+        sample_to_file(run, n, samples, steps=steps, seed=seed)
+    out = {"kind": "generator", "family": loaded.cfg.generator.family, "data": spec,
+           "seed": seed, "samples_file": str(samples)}
+    out |= score_samples(spec, samples, cache_dir, inception)
+    out |= heldout_figures(run)
+    if loaded.cfg.generator.family == "ar":
+        out |= ar_rate(loaded, spec)
+    return out
