@@ -1,32 +1,41 @@
-"""`latentlab demo`: the main job on the built-in digits.
+"""`latentlab demo`: the digits study (every recipe, two seeds) at the demo budget.
 
-For now it trains the digits KL tokenizer preset and reports held-out reconstruction against the
-mean-image baseline; it grows into the full multi-recipe study.
+Trains, for baseline, dae, coupled and coupled+dae, a digits tokenizer, the same DiT flow
+generator on its latent, and scores reconstructions, latents and samples; then prints where the
+report is and how each recipe's generator compares with the baseline's. The budget
+(`study.presets.DEMO`) is set to finish within 10 minutes on two CPU cores.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
-from latentlab.recipes.presets import TOKENIZER_PRESETS
-from latentlab.recipes.train import train_tokenizer
+from latentlab.study.presets import study_preset
+from latentlab.study.run import STUDY, headline, run_study
 from latentlab.training.progress import format_duration
 from latentlab.training.rundir import CONFIG
 
 
+def _earlier_demo(out: Path) -> bool:
+    """Whether `out` holds a study, or the one-tokenizer demo of earlier versions."""
+    if (out / STUDY).exists():
+        return True
+    return (out.is_dir() and {p.name for p in out.iterdir()} == {"tokenizer"}
+            and (out / "tokenizer" / CONFIG).exists())
+
+
 def run_demo(out: str | Path = "runs/demo") -> dict:
-    """Train the digits preset into `out/tokenizer` (replacing an earlier demo) and summarise."""
+    """Run the demo study into `out` (replacing an earlier demo there) and summarise it."""
     out = Path(out)
-    run = out / "tokenizer"
     t0 = time.perf_counter()
-    mode = "overwrite" if (run / CONFIG).exists() else "new"
-    metrics = train_tokenizer(TOKENIZER_PRESETS["digits-kl"], run, mode)
-    test = metrics["test"]
-    ratio = test["mse"] / metrics["mean_image_mse"]
+    if _earlier_demo(out):
+        shutil.rmtree(out)
+    summary = run_study(study_preset("demo"), out)
     print(f"demo finished in {format_duration(time.perf_counter() - t0)}")
-    print(f"  held-out digits: MSE {test['mse']:.4f} ({ratio:.1%} of the mean-image baseline "
-          f"{metrics['mean_image_mse']:.4f}), PSNR {test['psnr']:.2f} dB, SSIM {test['ssim']:.3f}")
-    print(f"  reconstructions: {run / 'samples' / 'reconstructions.png'}")
-    print(f"  metrics:         {run / 'metrics.json'}")
-    return metrics
+    print(f"  report:  {out / 'report.html'}")
+    print(f"  summary: {out / 'summary.json'}")
+    for line in headline(summary):
+        print(f"  {line}")
+    return summary

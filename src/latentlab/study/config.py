@@ -1,0 +1,160 @@
+"""Configuration of a study: which recipes, on which data, with which seeds and budgets.
+
+A study trains, for every recipe x seed, the same tokenizer architecture by that recipe, then the
+same generator on its latent, then samples and evaluates it. Everything that is not the recipe
+or the seed is shared, so the recipes are compared at equal budgets:
+
+    data          one dataset for every stage (replaces tokenizer.data and generator.data)
+    tokenizer     the decomposer: a preset (`tokenizer_preset`) with the `tokenizer` section of
+                  the YAML merged on top; `recipe` and `train.seed` are set per run, and a
+                  coupled recipe aims at the study's generator (N_big) unless
+                  `tokenizer.coupled` names another
+    generator     the generator run trained on every latent (its `tokenizer` is set per run)
+    budget        optimizer steps of each stage and the number of samples scored; they replace
+                  `tokenizer.train.steps` and `generator.train.steps`
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latentlab import config as C
+from latentlab.data.config import DataConfig
+from latentlab.data.spec import parse_spec
+from latentlab.errors import ConfigError, UserError
+from latentlab.generation.config import GeneratorRunConfig
+from latentlab.recipes.config import RECIPES
+from latentlab.recipes.presets import TOKENIZER_PRESETS
+from latentlab.recipes.train import TokenizerRunConfig
+
+
+def _default_tokenizer() -> TokenizerRunConfig:
+    return copy.deepcopy(TOKENIZER_PRESETS["digits-kl"])
+
+
+@dataclass
+class BudgetConfig:
+    tokenizer_steps: int = 1500
+    """Optimizer steps of every tokenizer (whatever its recipe)."""
+    generator_steps: int = 1500
+    """Optimizer steps of every generator."""
+    samples: int = 1000
+    """Samples drawn from every generator and scored (kept as samples.npz)."""
+
+    def __post_init__(self):
+        for name in ("tokenizer_steps", "generator_steps", "samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class EvaluationConfig:
+    cache_dir: str = ""
+    """Where the domain feature networks are cached; '' means $LATENTLAB_CACHE, else
+    ~/.cache/latentlab."""
+    probe_steps: int = 500
+    """Training steps of the predictability probe (a small flow or next-token model fitted
+    on each latent)."""
+    headline: str = "fd"
+    """The generation metric the one-line comparisons report (generation/NAME)."""
+
+    def __post_init__(self):
+        if self.probe_steps < 1:
+            raise ValueError(f"probe_steps: must be >= 1, got {self.probe_steps}")
+
+
+@dataclass
+class StudyConfig:
+    """Everything `latentlab study` needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """The dataset of every stage: tokenizer, latent cache, generator and evaluation."""
+    recipes: list[str] = field(default_factory=lambda: ["baseline", "coupled"])
+    """Recipes to compare (baseline, dae, coupled, coupled+dae); the first is the reference."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds: each recipe is trained once per seed, tokenizer and generator alike."""
+    tokenizer_preset: str = "digits-kl"
+    """Preset the tokenizer section starts from when the study is read from YAML."""
+    tokenizer: TokenizerRunConfig = field(default_factory=_default_tokenizer)
+    """The decomposer shared by every recipe; recipe, seed, data and steps are set per run."""
+    generator: GeneratorRunConfig = field(default_factory=GeneratorRunConfig)
+    """The generator trained on every latent; tokenizer, seed, data and steps set per run."""
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    """Steps and samples per run, equal for every recipe."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """How runs are scored."""
+
+    def __post_init__(self):
+        if not self.recipes:
+            raise ValueError("recipes: must name at least one recipe")
+        for recipe in self.recipes:
+            if recipe not in RECIPES:
+                raise ValueError(f"recipes: unknown recipe '{recipe}' (known: "
+                                 f"{', '.join(RECIPES)})")
+        if len(set(self.recipes)) != len(self.recipes):
+            raise ValueError(f"recipes: listed twice in {self.recipes}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: need distinct seeds, got {self.seeds}")
+        if self.tokenizer_preset not in TOKENIZER_PRESETS:
+            raise ValueError(f"tokenizer_preset: unknown preset '{self.tokenizer_preset}' "
+                             f"(known: {', '.join(TOKENIZER_PRESETS)})")
+        try:
+            parse_spec(self.data.spec)
+        except UserError as e:
+            raise ValueError(f"data.spec: {e}") from None
+
+
+def study_from_dict(data: dict, where: str = "") -> StudyConfig:
+    """A study from plain data: the `tokenizer` section is merged onto the preset named by
+    `tokenizer_preset`, so a config lists only what differs from it. `where` prefixes errors."""
+    data = dict(data)
+    preset = data.get("tokenizer_preset", StudyConfig.tokenizer_preset)
+    if preset not in TOKENIZER_PRESETS:
+        raise ConfigError(f"{where}tokenizer_preset: unknown preset '{preset}' (known: "
+                          f"{', '.join(TOKENIZER_PRESETS)})")
+    section = data.get("tokenizer", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}tokenizer: must be a mapping, got {section!r}")
+    data["tokenizer"] = C.merge(C.to_dict(TOKENIZER_PRESETS[preset]), section)
+    try:
+        return C.from_dict(StudyConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+
+
+def load_study(path: str | Path | None = None,
+               overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Defaults < YAML file at `path` < dotted `overrides` ({'budget.samples': 500})."""
+    data = C.read_yaml(path) if path else {}
+    for key, value in (overrides or {}).items():
+        C.set_dotted(data, key, value)
+    return study_from_dict(data, f"{path}: " if path else "")
+
+
+def tokenizer_run(cfg: StudyConfig, recipe: str, seed: int,
+                  big_generator: Path) -> TokenizerRunConfig:
+    """The tokenizer config of one run: the shared one with this recipe, seed, data, budget.
+
+    A coupled recipe extrapolates its tiny generators to the generator trained next; unless the
+    config names another, that is the study's own, whose config is the file `big_generator`.
+    """
+    t = cfg.tokenizer
+    coupled = t.coupled
+    if recipe.startswith("coupled") and not (coupled.big_parameters or coupled.big_generator):
+        coupled = dataclasses.replace(coupled, big_generator=str(big_generator))
+    return dataclasses.replace(
+        t, recipe=recipe, data=cfg.data, coupled=coupled,
+        train=dataclasses.replace(t.train, seed=seed, steps=cfg.budget.tokenizer_steps))
+
+
+def generator_run(cfg: StudyConfig, tokenizer: Path | None, seed: int) -> GeneratorRunConfig:
+    """The generator config of one run: the shared one on this tokenizer, seed and budget
+    (tokenizer None: the shared one as the big generator the coupled recipes aim at)."""
+    g = cfg.generator
+    return dataclasses.replace(
+        g, tokenizer=str(tokenizer) if tokenizer else "", data=cfg.data,
+        train=dataclasses.replace(g.train, seed=seed, steps=cfg.budget.generator_steps))

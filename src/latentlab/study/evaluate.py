@@ -1,0 +1,72 @@
+"""Scoring one study run (a tokenizer and the generator trained on its latent), and the
+direction of every metric.
+
+The tokenizer is scored by `evaluation.tokenizer.evaluate_tokenizer_run` (reconstruction,
+reconstruction Fréchet distance, Lipschitz complexity, nearest-neighbour accuracy,
+predictability, codebook usage, cosine histogram, eigenvalues); the generator by
+`evaluation.generator.evaluate_generator_run`, which draws the samples, keeps them as the public
+`samples.npz` in the generator run, and scores them in the feature space of a domain network
+(Fréchet distance, KID, precision, recall, class accuracy, the held-out training loss).
+
+The evaluation dicts hold figures (numbers) and series (lists: eigenvalues, histograms).
+`run_metrics` turns the figures into flat `group/name` metrics that a study averages over seeds;
+the series stay in the run's `evaluation.json` for the report's plots.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+# whether a smaller or a larger value is better, by the metric's name (matched as the whole
+# name or its prefix before "_", after dropping "heldout_")
+DIRECTIONS: dict[str, str] = {
+    "mse": "lower", "psnr": "higher", "ssim": "higher", "rfd": "lower",
+    "lipschitz": "lower", "nn_accuracy": "higher", "predictability": "lower",
+    "usage": "higher", "perplexity": "higher", "dead_codes": "lower",
+    "fd": "lower", "kid": "lower", "precision": "higher", "recall": "higher",
+    "class_accuracy": "higher", "loss": "lower", "nll": "lower", "bits": "lower",
+}
+NO_DIRECTION = ("kid_std",)  # the uncertainty of KID, not a score
+# numbers that describe an evaluation rather than the run: seed, set sizes, the judge's own
+# held-out accuracy (the same feature network scores every run; the summary keeps it apart)
+NOT_METRICS = ("seed", "samples", "real", "feature_net_accuracy")
+GROUPS = ("tokenizer", "generation")  # the order of the metric groups, as in the pipeline
+
+
+def direction(metric: str) -> str | None:
+    """'lower' or 'higher' (is better) for a metric name such as 'generation/fd'; None when the
+    name says nothing about it."""
+    name = metric.split("/")[-1].removeprefix("heldout_")
+    if name in NO_DIRECTION:
+        return None
+    for known in sorted(DIRECTIONS, key=len, reverse=True):
+        if name == known or name.startswith(known + "_"):
+            return DIRECTIONS[known]
+    return None
+
+
+def run_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
+    """The finite numbers of each group of a run's evaluation, as {'group/name': value}."""
+    out: dict[str, float] = {}
+    for group in GROUPS:
+        for key, value in sorted(evaluation.get(group, {}).items()):
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and key not in NOT_METRICS and math.isfinite(value)):
+                out[f"{group}/{key}"] = float(value)
+    return out
+
+
+def evaluate_run(tokenizer_run: Path, generator_run: Path, n: int, seed: int,
+                 cache_dir: str | None, probe_steps: int) -> dict[str, dict]:
+    """Score one run: {'tokenizer': {...}, 'generation': {...}} (see the module docstring).
+
+    Leaves `generator_run/samples.npz`: n samples in the public format.
+    """
+    from latentlab.evaluation.generator import evaluate_generator_run
+    from latentlab.evaluation.tokenizer import evaluate_tokenizer_run
+
+    return {"tokenizer": evaluate_tokenizer_run(tokenizer_run, cache_dir=cache_dir,
+                                                probe_steps=probe_steps, seed=seed),
+            "generation": evaluate_generator_run(generator_run, n=n, cache_dir=cache_dir,
+                                                 seed=seed)}

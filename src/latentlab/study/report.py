@@ -1,0 +1,337 @@
+"""The study report: one self-contained HTML file that opens offline.
+
+Everything is inline: CSS in a <style> element, every figure a base64 PNG data URI, no script
+and no external URL. The report is built from `summary.json` and the run directories it names
+(seed 0 of each recipe, or its first seed, for images and curves), and shows whatever they hold:
+a section whose data no run has (scaling fits of a baseline-only study, codebook plots of a
+continuous tokenizer) says so instead of drawing an empty plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image
+
+from latentlab import pixels
+from latentlab.io import write_text
+from latentlab.study import plots
+from latentlab.training.rundir import read_metrics
+
+TOKENIZER_LOSS = "loss/recon"
+GENERATOR_LOSSES = ("loss/gen", "loss/nll", "loss/g")  # flow/ddpm/vpsde, ar, gan
+DIAGNOSTICS = ("coupled/rho", "coupled/lambda", "coupled/l_pred", "latent/var_min",
+               "latent/dead_channels")
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+td.best { background: #e3f4e1; font-weight: bold; }
+tr.group td { background: #f4f4f4; font-weight: bold; text-align: left; }
+.grids { display: flex; flex-wrap: wrap; gap: 1.2em; }
+figure { margin: 0.4em; } figcaption { font-size: 0.85em; color: #555; }
+img { image-rendering: pixelated; max-width: 100%; }
+.note { color: #777; font-style: italic; }
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _figure(png: bytes, caption: str) -> str:
+    return f"<figure>{_img(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def samples_grid(path: Path, n: int = 100, scale: int = 3) -> bytes | None:
+    """The first `n` images of a samples.npz as one PNG grid (10 per row: the labels cycle
+    0..9, so a column is a class); None when the file holds vectors or nothing."""
+    if not path.exists():
+        return None
+    with np.load(path) as f:
+        if "images" not in f:
+            return None
+        images = torch.from_numpy(f["images"][:n])  # (N, H, W, C) uint8
+    grid = pixels.make_grid(rearrange(pixels.from_uint8(images), "n h w c -> n c h w"), nrow=10)
+    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _curve(records: list[dict], key: str) -> plots.Curve | None:
+    points = [(r["step"], r[key]) for r in records
+              if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    return ([p[0] for p in points], [float(p[1]) for p in points]) if points else None
+
+
+def _fmt(figure: dict | None) -> str:
+    if figure is None:
+        return "—"
+    return f"{figure['mean']:.4g} ± {figure['std']:.2g}"
+
+
+def metrics_table(summary: dict) -> str:
+    """Metrics as rows, recipes as columns, mean ± std over seeds; the best value of each row
+    (by the metric's direction) is marked."""
+    recipes = summary["recipes"]
+    head = "".join(f"<th>{html.escape(r)}</th>" for r in recipes)
+    rows, group = [], None
+    for name, per_recipe in summary["metrics"].items():
+        section = name.split("/")[0]
+        if section != group:
+            group = section
+            rows.append(f'<tr class="group"><td colspan="{len(recipes) + 2}">'
+                        f"{html.escape(section)}</td></tr>")
+        way = summary["directions"].get(name)
+        means = {r: f["mean"] for r, f in per_recipe.items() if f is not None}
+        best = None
+        if way and len(means) > 1 and len(set(means.values())) > 1:
+            best = (min if way == "lower" else max)(means, key=means.get)
+        cells = "".join(f'<td class="best">★ {_fmt(per_recipe.get(r))}</td>' if r == best
+                        else f"<td>{_fmt(per_recipe.get(r))}</td>" for r in recipes)
+        arrow = {"lower": "↓ lower", "higher": "↑ higher"}.get(way, "")
+        rows.append(f"<tr><td>{html.escape(name.split('/', 1)[-1])}</td><td>{arrow}</td>"
+                    f"{cells}</tr>")
+    seconds = summary.get("seconds", {})
+    stages = sorted({s for per in seconds.values() for s in per})
+    if stages:
+        rows.append(f'<tr class="group"><td colspan="{len(recipes) + 2}">wall time (s, mean '
+                    f"per run; not a quality metric)</td></tr>")
+    for stage in stages:
+        cells = "".join(f"<td>{seconds.get(r, {}).get(stage, float('nan')):.1f}</td>"
+                        for r in recipes)
+        rows.append(f"<tr><td>{html.escape(stage)}</td><td></td>{cells}</tr>")
+    return (f"<table><tr><th>metric</th><th>better</th>{head}</tr>{''.join(rows)}</table>"
+            "<p>★ marks the best mean of each row; ± is the standard deviation over seeds.</p>")
+
+
+class _Runs:
+    """The run directories of a study, as the report reads them."""
+
+    def __init__(self, summary: dict, out: Path):
+        self.summary, self.out = summary, out
+
+    def seeds(self, recipe: str) -> list[dict]:
+        return self.summary["runs"][recipe]
+
+    def first(self, recipe: str) -> dict:
+        return self.seeds(recipe)[0]
+
+    def path(self, entry: dict, key: str) -> Path:
+        return self.out / entry[key]
+
+    def curves(self, key: str | tuple[str, ...], stage: str) -> dict[str, list[plots.Curve]]:
+        """{recipe: [curve per seed]} of a metrics.jsonl key (the first of `key` present)."""
+        keys = (key,) if isinstance(key, str) else key
+        found: dict[str, list[plots.Curve]] = {}
+        for recipe in self.summary["recipes"]:
+            for entry in self.seeds(recipe):
+                log = self.path(entry, stage) / "metrics.jsonl"
+                records = read_metrics(log.parent) if log.exists() else []
+                curve = next((c for k in keys if (c := _curve(records, k))), None)
+                if curve:
+                    found.setdefault(recipe, []).append(curve)
+        return found
+
+    def tokenizer_eval(self, recipe: str) -> dict:
+        record = _read_json(self.path(self.first(recipe), "evaluation"))
+        return record.get("evaluation", {}).get("tokenizer", {})
+
+
+def _grids(runs: _Runs) -> str:
+    parts = []
+    for recipe in runs.summary["recipes"]:
+        entry = runs.first(recipe)
+        figures = []
+        recon = runs.path(entry, "tokenizer") / "samples" / "reconstructions.png"
+        if recon.exists():
+            figures.append(_figure(recon.read_bytes(), f"{recipe}: held-out originals (top) "
+                                                       "and reconstructions (bottom)"))
+        grid = samples_grid(runs.path(entry, "samples"))
+        if grid:
+            figures.append(_figure(grid, f"{recipe}: generated samples (seed {entry['seed']}, "
+                                         "one class per column)"))
+        parts.append(f"<h3>{html.escape(recipe)}</h3>"
+                     + (f'<div class="grids">{"".join(figures)}</div>' if figures
+                        else _note("no images (vector data)")))
+    return "".join(parts)
+
+
+def _training_curves(runs: _Runs) -> str:
+    figures = []
+    tok = runs.curves(TOKENIZER_LOSS, "tokenizer")
+    if tok:
+        figures.append(_figure(plots.fig_curves(tok, "tokenizer reconstruction loss",
+                                                TOKENIZER_LOSS, log_y=True),
+                               "decomposer training: reconstruction loss per recipe"))
+    gen = runs.curves(GENERATOR_LOSSES, "generator")
+    if gen:
+        figures.append(_figure(plots.fig_curves(gen, "generator training loss", "loss"),
+                               "the same generator trained on each recipe's latent"))
+    for key in DIAGNOSTICS:
+        found = runs.curves(key, "tokenizer")
+        if found:
+            figures.append(_figure(plots.fig_curves(found, key, key), f"{key} during "
+                                                                      "decomposer training"))
+    for recipe in runs.summary["recipes"]:
+        records = read_metrics(runs.path(runs.first(recipe), "tokenizer"))
+        widths = sorted({k for r in records for k in r if k.startswith("tiny/loss_")},
+                        key=lambda k: (len(k), k))  # loss_32 before loss_128
+        tiny = {k.removeprefix("tiny/"): [c] for k in widths if (c := _curve(records, k))}
+        if tiny:
+            figures.append(_figure(plots.fig_curves(tiny, f"{recipe}: tiny generator losses",
+                                                    "loss", log_y=True),
+                                   f"{recipe}: loss of each tiny generator (by width)"))
+    return f'<div class="grids">{"".join(figures)}</div>' if figures else _note("no logs")
+
+
+def _fit_row(recipe: str, fit: dict) -> str:
+    cells = [html.escape(recipe), html.escape(str(fit.get("series", ""))),
+             str(fit.get("step", "")), "yes" if fit.get("ok", True) else "no"]
+    if fit.get("ok", True):
+        residual = max((abs(x) for x in fit.get("residuals") or [0.0]), default=0.0)
+        cells += [f"{fit.get(k, float('nan')):.4g}" for k in ("E", "A", "alpha", "predicted")]
+        cells += [f"{residual:.2%}", ""]
+    else:
+        cells += ["—"] * 5 + [html.escape(str(fit.get("reason", "")))]
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _scaling(runs: _Runs) -> str:
+    """Per coupled recipe, its last scaling-law fits (one per time bin), plotted and tabled."""
+    figures, rows = [], []
+    for recipe in runs.summary["recipes"]:
+        metrics = _read_json(runs.path(runs.first(recipe), "tokenizer") / "metrics.json")
+        records = [r for r in metrics.get("scaling_fits") or [] if isinstance(r, dict)]
+        if not records:
+            continue
+        last = max(r.get("step", 0) for r in records)
+        fits = {str(r.get("series", i)): r for i, r in enumerate(records)
+                if r.get("step", 0) == last}
+        figures.append(_figure(plots.fig_scaling(fits, f"{recipe}: fits at step {last}"),
+                               f"{recipe}: tiny-generator losses and L(N) = E + A (N / "
+                               "n_ref)^-alpha extrapolated to N_big (first seed)"))
+        rows += [_fit_row(recipe, fit) for fit in fits.values()]
+    if not figures:
+        return _note("no scaling-law fits: no recipe in this study trains tiny generators")
+    table = ("<table><tr><th>recipe</th><th>series</th><th>step</th><th>accepted</th>"
+             "<th>E</th><th>A</th><th>alpha</th><th>predicted L(N_big)</th>"
+             f"<th>max |residual|</th><th>why refused</th></tr>{''.join(rows)}</table>")
+    return f'<div class="grids">{"".join(figures)}</div>{table}'
+
+
+def _bars(summary: dict, match, title: str, caption: str) -> str | None:
+    values = {}
+    for name, per_recipe in summary["metrics"].items():
+        if match(name):
+            values[name.split("/", 1)[-1]] = {r: (f["mean"], f["std"])
+                                              for r, f in per_recipe.items() if f}
+    return _figure(plots.fig_bars(values, title), caption) if values else None
+
+
+def _latent(runs: _Runs) -> str:
+    summary, parts = runs.summary, []
+    lipschitz = _bars(summary, lambda n: "lipschitz" in n, "Lipschitz complexity",
+                      "ratios of output to input distances over sampled pairs (lower is "
+                      "smoother); mean ± std over seeds")
+    parts.append(lipschitz or _note("no Lipschitz estimates in this study's evaluation"))
+    spectra, cosines = {}, {}
+    for recipe in summary["recipes"]:
+        found = runs.tokenizer_eval(recipe)
+        eig = _numbers(found.get("eigenvalues"))
+        if eig:
+            spectra[recipe] = eig
+        hist = _histogram(found.get("cosine_histogram"))
+        if hist:
+            cosines[recipe] = hist
+    if spectra:
+        parts.append(_figure(plots.fig_eigenvalues(spectra), "eigenvalue decay of the latent "
+                                                             "covariance (first seed)"))
+    if cosines:
+        parts.append(_figure(plots.fig_histograms(cosines, "pairwise cosine similarity of "
+                                                           "latents", "cosine"),
+                             "pairwise cosine similarity of latents (first seed)"))
+    if not (spectra or cosines):
+        parts.append(_note("no latent spectra or cosine histograms in this study's evaluation"))
+    return f'<div class="grids">{"".join(parts)}</div>'
+
+
+def _codebook(summary: dict) -> str:
+    parts = [_bars(summary, lambda n, k=k: n.split("/")[-1] == k, k, f"codebook {k}")
+             for k in ("usage", "perplexity")]
+    parts = [p for p in parts if p]
+    return (f'<div class="grids">{"".join(parts)}</div>' if parts
+            else _note("continuous latents: no codebook"))
+
+
+def _numbers(value) -> list[float] | None:
+    if isinstance(value, dict):
+        value = value.get("values")
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        return [float(v) for v in value]
+    return None
+
+
+def _histogram(value) -> tuple[list[float], list[float]] | None:
+    """(edges, counts) of a histogram stored as {'edges'|'bins', 'counts'} or as bare counts
+    over [-1, 1]."""
+    if isinstance(value, dict):
+        counts = _numbers(value.get("counts"))
+        edges = _numbers(value.get("edges") or value.get("bins"))
+    else:
+        counts, edges = _numbers(value), None
+    if not counts:
+        return None
+    if not edges or len(edges) != len(counts) + 1:
+        edges = list(np.linspace(-1.0, 1.0, len(counts) + 1))
+    return edges, counts
+
+
+def write_report(summary: dict, out_dir: str | Path) -> Path:
+    """Write OUT/report.html for the study summarised by `summary` (runs under `out_dir`)."""
+    out = Path(out_dir)
+    runs = _Runs(summary, out)
+    b = summary["budgets"]
+    intro = (f"<p>Dataset <b>{html.escape(summary['dataset'])}</b>; recipes "
+             f"{html.escape(', '.join(summary['recipes']))} (reference: "
+             f"{html.escape(summary['reference'])}); seeds {summary['seeds']}. Equal budgets for "
+             f"every recipe: tokenizer {b['tokenizer_steps']} steps × {b['tokenizer_batch_size']}"
+             f", generator ({html.escape(str(b['generator_family']))}) {b['generator_steps']} "
+             f"steps × {b['generator_batch_size']}, {b['samples']} samples scored.</p>")
+    judge = summary.get("feature_net_accuracy")
+    if judge is not None:
+        intro += (f"<p>Generation metrics are measured in the feature space of a network "
+                  f"trained on the dataset's own training split (held-out accuracy "
+                  f"{judge:.1%}).</p>")
+    sections = [("Metrics", metrics_table(summary)),
+                ("Reconstructions and samples", _grids(runs)),
+                ("Training curves", _training_curves(runs)),
+                ("Scaling-law fits", _scaling(runs)),
+                ("Latent complexity", _latent(runs)),
+                ("Codebook", _codebook(summary))]
+    body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections)
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>latentlab study: {html.escape(summary['dataset'])}</title>"
+            f"<style>{CSS}</style></head><body><h1>latentlab study: "
+            f"{html.escape(summary['dataset'])}</h1>{intro}{body}</body></html>\n")
+    return write_text(out / "report.html", page)

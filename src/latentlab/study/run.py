@@ -1,0 +1,298 @@
+"""`latentlab study`: every recipe x seed end to end, then one summary and one report.
+
+The study directory:
+    OUT/study.yaml                         the resolved study configuration
+    OUT/generator.yaml                     the generator every recipe gets (the coupled
+                                           recipes' big generator)
+    OUT/runs/RECIPE/seedK/tokenizer/       the decomposer run (train-tokenizer's layout)
+    OUT/runs/RECIPE/seedK/generator/       the generator on its latent, with samples.npz
+    OUT/runs/RECIPE/seedK/evaluation.json  every figure of the run (and its series)
+    OUT/runs/RECIPE/seedK/timing.json      seconds each stage took when it last ran
+    OUT/summary.json                       per metric and recipe: mean, std, values; budgets
+    OUT/report.html                        the self-contained report (`report.write_report`)
+
+Re-running a study reuses what is finished: a stage whose run holds `metrics.json` (evaluation:
+`evaluation.json`) made with the same configuration is skipped, so a killed study continues
+where it stopped, and seeds or recipes added to the config train only what is new. A stage whose
+configuration changed is trained again, with everything after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentlab import config as C
+from latentlab.data import load_dataset
+from latentlab.errors import UserError
+from latentlab.generation.config import GeneratorRunConfig
+from latentlab.generation.train import train_generator
+from latentlab.io import write_json, write_text
+from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
+from latentlab.study.config import StudyConfig, generator_run, tokenizer_run
+from latentlab.study.evaluate import GROUPS, direction, evaluate_run, run_metrics
+from latentlab.training.progress import format_duration
+from latentlab.training.rundir import CONFIG
+
+log = logging.getLogger("latentlab")
+STUDY, GENERATOR, SUMMARY = "study.yaml", "generator.yaml", "summary.json"
+EVALUATION, TIMING = "evaluation.json", "timing.json"
+STAGES = ("tokenizer", "generator", "evaluate")
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """Where one recipe x seed lives in the study directory."""
+
+    recipe: str
+    seed: int
+    root: Path
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def generator(self) -> Path:
+        return self.root / "generator"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / EVALUATION
+
+
+def plan(cfg: StudyConfig, out: Path) -> list[StudyRun]:
+    """Every run of the study, seed-major so that early results cover every recipe."""
+    return [StudyRun(r, s, out / "runs" / r.replace("+", "_") / f"seed{s}")
+            for s in cfg.seeds for r in cfg.recipes]
+
+
+class Clock:
+    """Elapsed time and an ETA from how long the stages that already ran took."""
+
+    def __init__(self, todo: list[tuple[str, str]]):
+        self.todo = list(todo)  # (recipe, stage) of every stage still to do, in order
+        self.took: dict[tuple[str, str], list[float]] = {}
+        self.t0 = time.perf_counter()
+
+    def done(self, recipe: str, stage: str, seconds: float | None) -> None:
+        """Mark a stage finished; `seconds` is None for a reused one (no time measured)."""
+        self.todo.remove((recipe, stage))
+        if seconds is not None:
+            self.took.setdefault((recipe, stage), []).append(seconds)
+
+    def _guess(self, recipe: str, stage: str) -> float | None:
+        # the same stage of the same recipe, else of any recipe (a recipe changes its cost)
+        same = self.took.get((recipe, stage))
+        other = [t for (_, s), ts in self.took.items() if s == stage for t in ts]
+        found = same or other
+        return statistics.fmean(found) if found else None
+
+    def eta(self) -> float | None:
+        guesses = [self._guess(r, s) for r, s in self.todo]
+        return None if any(g is None for g in guesses) else sum(guesses)
+
+    def line(self) -> str:
+        eta = self.eta()
+        shown = f"ETA {format_duration(eta)}" if eta is not None else "ETA after the first run"
+        return f"elapsed {format_duration(time.perf_counter() - self.t0)}, {shown}"
+
+
+def check_data(cfg: StudyConfig) -> None:
+    """Load both splits once (a bad dataset fails here, before any training)."""
+    for split in ("train", "test"):
+        load_dataset(cfg.data.spec, split, skip_corrupt=cfg.data.skip_corrupt)
+
+
+def _reusable(path: Path, want, cls: type, skip: tuple[str, ...] = ()) -> bool:
+    """Whether the finished run in `path` was made by config `want` (logs why not)."""
+    if not (path / "metrics.json").exists() or not (path / CONFIG).exists():
+        return False
+    found = C.first_difference(want, C.load(cls, path / CONFIG), skip=skip)
+    if found:
+        log.info("%s: %s is now %r (was %r); training it again", path, *found)
+    return found is None
+
+
+def _mode(path: Path) -> str:
+    return "overwrite" if (path / CONFIG).exists() else "new"
+
+
+def _record_time(run: StudyRun, stage: str, seconds: float) -> None:
+    path = run.root / TIMING
+    times = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, times | {stage: seconds})
+
+
+def _forget_after(run: StudyRun, stage: str) -> None:
+    """Remove what was made from the stage about to be trained again: a study killed after
+    retraining it must not reuse a generator or scores of the old one."""
+    if stage == "tokenizer" and run.generator.exists():
+        shutil.rmtree(run.generator)
+    run.evaluation.unlink(missing_ok=True)
+
+
+def _stage(run: StudyRun, stage: str, label: str, clock: Clock, work) -> None:
+    """Run one stage with a progress line before it, and time it."""
+    print(f"{label}: {stage} ({clock.line()})", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - t0
+    _record_time(run, stage, seconds)
+    clock.done(run.recipe, stage, seconds)
+
+
+def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
+            big_generator: Path) -> dict:
+    """Train, sample and score one recipe x seed, reusing finished stages; its evaluation.
+
+    `big_generator` is the study's generator config (what the coupled recipes aim at).
+    """
+    tok = tokenizer_run(cfg, run.recipe, run.seed, big_generator)
+    fresh = not _reusable(run.tokenizer, tok, TokenizerRunConfig, skip=("model.in_channels",))
+    if fresh:
+        _forget_after(run, "tokenizer")
+        _stage(run, "tokenizer", label, clock,
+               lambda: train_tokenizer(tok, run.tokenizer, _mode(run.tokenizer)))
+    else:
+        clock.done(run.recipe, "tokenizer", None)
+
+    gen = generator_run(cfg, run.tokenizer.resolve(), run.seed)
+    fresh = fresh or not _reusable(run.generator, gen, GeneratorRunConfig)
+    if fresh:
+        _forget_after(run, "generator")
+        _stage(run, "generator", label, clock,
+               lambda: train_generator(gen, run.generator, _mode(run.generator)))
+    else:
+        clock.done(run.recipe, "generator", None)
+
+    asked = {"samples": cfg.budget.samples, "seed": run.seed,
+             "probe_steps": cfg.evaluation.probe_steps}
+    if not fresh and run.evaluation.exists():
+        stored = json.loads(run.evaluation.read_text())
+        if {k: stored.get(k) for k in asked} == asked:
+            clock.done(run.recipe, "evaluate", None)
+            return stored["evaluation"]
+
+    def score():
+        found = evaluate_run(run.tokenizer, run.generator, cfg.budget.samples, run.seed,
+                             cfg.evaluation.cache_dir or None, cfg.evaluation.probe_steps)
+        write_json(run.evaluation, asked | {"evaluation": found})
+    _stage(run, "evaluate", label, clock, score)
+    return json.loads(run.evaluation.read_text())["evaluation"]
+
+
+def _spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one seed) and the values themselves."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "values": values}
+
+
+def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
+              out: Path) -> dict:
+    """Per metric and recipe: mean, std and values over seeds; budgets; runs; directions."""
+    per_run = [run_metrics(e) for e in evaluations]
+    names = sorted({name for m in per_run for name in m},  # in pipeline order
+                   key=lambda name: (GROUPS.index(name.split("/")[0]), name))
+    metrics: dict[str, dict] = {}
+    for name in names:
+        metrics[name] = {}
+        for recipe in cfg.recipes:
+            values = [m[name] for r, m in zip(runs, per_run, strict=True)
+                      if r.recipe == recipe and name in m]
+            metrics[name][recipe] = _spread(values) if values else None
+    cost: dict[str, dict] = {}
+    for recipe in cfg.recipes:
+        times = [json.loads((r.root / TIMING).read_text()) for r in runs
+                 if r.recipe == recipe and (r.root / TIMING).exists()]
+        cost[recipe] = {f"{s}_s": statistics.fmean(t[s] for t in times if s in t)
+                        for s in STAGES if any(s in t for t in times)}
+    rel = lambda p: str(p.relative_to(out))  # noqa: E731 - paths stay valid if OUT moves
+    return {
+        "dataset": cfg.data.spec,
+        "recipes": list(cfg.recipes),
+        "reference": cfg.recipes[0],
+        "seeds": list(cfg.seeds),
+        "budgets": dataclasses.asdict(cfg.budget) | {
+            "tokenizer_batch_size": cfg.tokenizer.train.batch_size,
+            "generator_batch_size": cfg.generator.train.batch_size,
+            "tokenizer_preset": cfg.tokenizer_preset,
+            "generator_family": cfg.generator.generator.family},
+        "metrics": metrics,
+        "directions": {name: direction(name) for name in names},
+        "seconds": cost,
+        "headline": cfg.evaluation.headline,
+        "feature_net_accuracy": next((e["generation"].get("feature_net_accuracy")
+                                      for e in evaluations if "generation" in e), None),
+        "runs": {recipe: [{"seed": r.seed, "tokenizer": rel(r.tokenizer),
+                           "generator": rel(r.generator),
+                           "samples": rel(r.generator / "samples.npz"),
+                           "evaluation": rel(r.evaluation)}
+                          for r in runs if r.recipe == recipe] for recipe in cfg.recipes},
+    }
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not (out / STUDY).exists():
+        raise UserError(f"{out}: not empty and not a study directory; choose another --out")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+
+
+def run_study(cfg: StudyConfig, out: str | Path, overwrite: bool = False) -> dict:
+    """Run the study `cfg` into `out` (reusing finished runs unless `overwrite`); its summary.
+
+    Writes OUT/summary.json and OUT/report.html (see the module docstring).
+    """
+    from latentlab.study.report import write_report  # matplotlib: only once runs are done
+
+    out = Path(out)
+    check_data(cfg)
+    _prepare(out, overwrite)
+    write_text(out / STUDY, C.dump_yaml(cfg))
+    write_text(out / GENERATOR, C.dump_yaml(generator_run(cfg, None, cfg.seeds[0])))
+    runs = plan(cfg, out)
+    clock = Clock([(r.recipe, s) for r in runs for s in STAGES])
+    evaluations = []
+    for i, run in enumerate(runs, 1):
+        label = f"[{i}/{len(runs)}] {run.recipe} seed {run.seed}"
+        evaluations.append(run_one(cfg, run, label, clock, (out / GENERATOR).resolve()))
+    summary = summarize(cfg, runs, evaluations, out)
+    write_json(out / SUMMARY, summary)
+    report = write_report(summary, out)
+    print(f"study finished in {format_duration(time.perf_counter() - clock.t0)}: {report}",
+          file=sys.stderr, flush=True)
+    return summary
+
+
+def headline(summary: dict, metric: str | None = None) -> list[str]:
+    """One line per recipe comparing `metric` (default: the study's headline, else the
+    generator's held-out loss) with the reference recipe, e.g.
+    'generation/fd: coupled 12.3 ± 0.4 vs baseline 15.1 ± 0.6 (0.81x, lower is better)'."""
+    metrics = summary["metrics"]
+    wanted = ([metric] if metric
+              else [f"generation/{summary['headline']}", "generation/heldout_loss"])
+    name = next((m for m in wanted if m in metrics), None)
+    if name is None:
+        return []
+    ref = summary["reference"]
+    base = metrics[name].get(ref)
+    lines = []
+    for recipe in summary["recipes"]:
+        figure = metrics[name].get(recipe)
+        if recipe == ref or figure is None or base is None:
+            continue
+        ratio = figure["mean"] / base["mean"] if base["mean"] else float("nan")
+        lines.append(f"{name}: {recipe} {figure['mean']:.4g} ± {figure['std']:.2g} vs {ref} "
+                     f"{base['mean']:.4g} ± {base['std']:.2g} ({ratio:.2f}x, "
+                     f"{direction(name) or 'no direction'} is better)")
+    return lines

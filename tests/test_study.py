@@ -1,0 +1,233 @@
+"""Studies: a tiny study of two recipes on digits end to end, its summary and report, reuse of
+finished runs, the statistics over seeds, and the errors that must come before any training."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentlab import config as C
+from latentlab.cli import main
+from latentlab.errors import ConfigError
+from latentlab.generation.config import GeneratorRunConfig
+from latentlab.study.config import load_study, study_from_dict
+from latentlab.study.evaluate import direction
+from latentlab.study.presets import study_preset
+from latentlab.study.run import Clock, headline, plan, run_study, summarize
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "study"
+
+# two recipes, one seed, budgets of a few dozen steps: the whole pipeline in seconds
+TINY = {
+    "recipes": ["baseline", "coupled"],
+    "seeds": [0],
+    "tokenizer": {"model": {"conv": {"channels": 8}},
+                  "coupled": {"widths": [8, 16, 32], "depth": 1, "fit_every": 10, "ramp": 10},
+                  "train": {"batch_size": 32, "warmup": 5, "log_every": 10, "eval_every": 0,
+                            "checkpoint_every": 1000}},
+    "generator": {"generator": {"transformer": {"width": 32, "depth": 1, "heads": 2},
+                                "steps": 8},
+                  "train": {"batch_size": 64, "warmup": 5, "log_every": 10, "eval_every": 0,
+                            "checkpoint_every": 1000}},
+    "budget": {"tokenizer_steps": 40, "generator_steps": 40, "samples": 60},
+}
+EXPECTED = [f"tokenizer/{m}" for m in ("mse", "psnr", "ssim", "rfd", "lipschitz_encoder_mean",
+                                       "lipschitz_decoder_mean", "nn_accuracy",
+                                       "predictability")] + [
+    f"generation/{m}" for m in ("fd", "kid", "precision", "recall", "class_accuracy",
+                                "heldout_loss")]
+
+
+@functools.cache
+def _tiny_study(base: Path) -> tuple[Path, dict]:
+    """Run the tiny study once per test session (the browser test renders its report); the
+    feature network cache is the one the metric tests share."""
+    cfg = study_from_dict(TINY | {"evaluation": {"cache_dir": str(base / "feature-cache"),
+                                                 "probe_steps": 20}})
+    out = base / "tiny-study"
+    return out, run_study(cfg, out)
+
+
+@pytest.fixture
+def tiny_study(tmp_path_factory) -> tuple[Path, dict]:
+    return _tiny_study(tmp_path_factory.getbasetemp())
+
+
+@pytest.mark.slow
+def test_summary_has_every_metric_for_every_recipe(tiny_study):
+    out, summary = tiny_study
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["recipes"] == ["baseline", "coupled"] and summary["seeds"] == [0]
+    assert summary["budgets"]["tokenizer_steps"] == 40
+    assert summary["budgets"]["samples"] == 60
+    metrics = summary["metrics"]
+    assert set(EXPECTED) <= set(metrics)
+    for name, per_recipe in metrics.items():
+        for recipe in summary["recipes"]:
+            figure = per_recipe[recipe]
+            assert figure is not None, (name, recipe)
+            assert len(figure["values"]) == 1 and figure["std"] == 0.0
+            assert math.isfinite(figure["mean"]) and figure["mean"] == figure["values"][0]
+    for name in EXPECTED:
+        assert summary["directions"][name] in ("lower", "higher"), name
+    for recipe in summary["recipes"]:
+        assert 0 <= metrics["generation/precision"][recipe]["mean"] <= 1
+        assert 0 <= metrics["generation/class_accuracy"][recipe]["mean"] <= 1
+        # the study's reconstruction figure is the run's own held-out figure
+        run = out / summary["runs"][recipe][0]["tokenizer"]
+        own = json.loads((run / "metrics.json").read_text())["test"]["mse"]
+        assert metrics["tokenizer/mse"][recipe]["mean"] == pytest.approx(own, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_every_recipe_gets_the_same_budget_and_generator(tiny_study):
+    out, summary = tiny_study
+    generators = []
+    for recipe in summary["recipes"]:
+        entry = summary["runs"][recipe][0]
+        tok = json.loads((out / entry["tokenizer"] / "metrics.json").read_text())
+        assert tok["steps"] == 40 and tok["recipe"] == recipe
+        gen_run = out / entry["generator"]
+        assert json.loads((gen_run / "metrics.json").read_text())["steps"] == 40
+        cfg = C.load(GeneratorRunConfig, gen_run / "config.yaml")
+        assert Path(cfg.tokenizer) == (out / entry["tokenizer"]).resolve()
+        generators.append(C.to_dict(cfg) | {"tokenizer": ""})
+        with np.load(out / entry["samples"]) as f:  # the public samples format
+            assert f["images"].dtype == np.uint8 and f["images"].shape == (60, 8, 8, 1)
+            assert f["labels"].dtype == np.int64
+            np.testing.assert_array_equal(f["labels"], np.arange(60) % 10)
+    assert generators[0] == generators[1]
+    coupled = json.loads((out / summary["runs"]["coupled"][0]["tokenizer"] /
+                          "metrics.json").read_text())
+    # the coupled recipe extrapolates to the study's generator (on this latent)
+    assert coupled["big_parameters"] == json.loads(
+        (out / summary["runs"]["coupled"][0]["generator"] / "metrics.json").read_text()
+    )["parameters"]
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_finished_runs(tiny_study, capsys):
+    out, summary = tiny_study
+    files = sorted(out.glob("runs/*/seed0/**/metrics.json")) + sorted(
+        out.glob("runs/*/seed0/evaluation.json"))
+    assert len(files) == 6
+    before = {f: f.stat().st_mtime_ns for f in files}
+    cfg = load_study(out / "study.yaml")
+    again = run_study(cfg, out)
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    assert ": tokenizer (" not in capsys.readouterr().err
+    assert again["metrics"] == summary["metrics"]
+
+
+@pytest.mark.slow
+def test_a_changed_stage_is_trained_again_with_what_follows(tiny_study, tmp_path, capsys):
+    out, _ = tiny_study
+    copy = tmp_path / "study"
+    shutil.copytree(out, copy)
+    tok = copy / "runs" / "baseline" / "seed0" / "tokenizer" / "metrics.json"
+    before = tok.stat().st_mtime_ns
+    cfg = load_study(copy / "study.yaml", {"recipes": ["baseline"],
+                                           "budget.generator_steps": 20})
+    summary = run_study(cfg, copy)
+    assert tok.stat().st_mtime_ns == before  # the tokenizer's config did not change
+    err = capsys.readouterr().err
+    assert "baseline seed 0: tokenizer (" not in err
+    assert "baseline seed 0: generator (" in err and "baseline seed 0: evaluate (" in err
+    gen = json.loads((copy / summary["runs"]["baseline"][0]["generator"] /
+                      "metrics.json").read_text())
+    assert gen["steps"] == 20 and summary["budgets"]["generator_steps"] == 20
+
+
+@pytest.mark.slow
+def test_the_report_is_one_self_contained_file(tiny_study):
+    out, summary = tiny_study
+    page = (out / "report.html").read_text()
+    assert not re.search(r"https?://|<script|<link|@import", page)
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) >= 8  # 2 x (reconstructions, samples), curves, fits, latent plots
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert page.count('class="best"') >= len(summary["metrics"]) - 2  # kid_std: no direction
+    assert "<td>coupled</td><td>t0</td><td>30</td><td>yes</td>" in page  # its last fits
+
+
+def test_summary_statistics_over_seeds(tmp_path):
+    cfg = study_from_dict({"recipes": ["baseline", "coupled"], "seeds": [0, 1, 2]})
+    runs = plan(cfg, tmp_path)
+    fd = {"baseline": [10.0, 12.0, 14.0], "coupled": [7.0, 8.0, 9.0]}
+    evaluations = [{"tokenizer": {"mse": 0.5, "seed": r.seed} | ({"usage": 0.9}
+                                                                 if r.recipe == "coupled" else {}),
+                    "generation": {"fd": fd[r.recipe][r.seed], "samples": 60}} for r in runs]
+    summary = summarize(cfg, runs, evaluations, tmp_path)
+    assert summary["metrics"]["generation/fd"]["baseline"] == {
+        "mean": 12.0, "std": 2.0, "values": [10.0, 12.0, 14.0]}
+    assert summary["metrics"]["generation/fd"]["coupled"]["std"] == 1.0
+    assert summary["metrics"]["tokenizer/usage"]["baseline"] is None
+    assert set(summary["metrics"]) == {"tokenizer/mse", "tokenizer/usage", "generation/fd"}
+    assert list(summary["metrics"])[0].startswith("tokenizer/")
+    assert headline(summary) == ["generation/fd: coupled 8 ± 1 vs baseline 12 ± 2 (0.67x, "
+                                 "lower is better)"]
+
+
+@pytest.mark.parametrize("name, way", [
+    ("generation/fd", "lower"), ("generation/kid", "lower"), ("generation/kid_std", None),
+    ("generation/precision", "higher"), ("generation/heldout_loss", "lower"),
+    ("tokenizer/psnr", "higher"), ("tokenizer/lipschitz_encoder_q95", "lower"),
+    ("tokenizer/nn_accuracy", "higher"), ("tokenizer/usage", "higher"),
+    ("tokenizer/something_else", None)])
+def test_metric_directions(name, way):
+    assert direction(name) == way
+
+
+def test_eta_comes_from_the_stages_that_ran():
+    clock = Clock([(r, s) for r in ("a", "b") for s in ("tokenizer", "generator")])
+    clock.done("a", "tokenizer", 10.0)
+    assert clock.eta() is None  # no generator has run yet
+    clock.done("a", "generator", 20.0)
+    assert clock.eta() == 30.0  # b's stages guessed from a's
+    clock.done("b", "tokenizer", 40.0)
+    assert clock.eta() == 20.0
+    clock.done("b", "generator", None)  # reused: no time
+    assert clock.eta() == 0.0
+
+
+def test_the_preset_files_match_the_registry():
+    for name in ("digits", "demo"):
+        assert load_study(CONFIGS / f"{name}.yaml") == study_preset(name), name
+    demo = study_preset("demo")
+    assert demo.recipes == ["baseline", "dae", "coupled", "coupled+dae"]
+    assert study_preset("digits").tokenizer == demo.tokenizer  # only budgets and seeds differ
+
+
+def test_overrides_and_the_tokenizer_preset():
+    cfg = load_study(None, {"budget.samples": 7, "tokenizer_preset": "digits-vq",
+                            "tokenizer.train.lr": 0.01})
+    assert cfg.budget.samples == 7
+    assert cfg.tokenizer.model.bottleneck.kind == "vq" and cfg.tokenizer.train.lr == 0.01
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("recipes", "[baseline, magic]", "unknown recipe 'magic'"),
+    ("data", "{spec: digts}", "digts"),
+    ("tokenizer_preset", "digits-xyz", "unknown preset 'digits-xyz'"),
+    ("tokenizer", "{train: {stepz: 3}}", "unknown field 'tokenizer.train.stepz'"),
+])
+def test_bad_configs_fail_before_any_training(tmp_path, capsys, field, value, message):
+    config = tmp_path / "study.yaml"
+    config.write_text(f"{field}: {value}\n")
+    out = tmp_path / "out"
+    assert main(["study", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and str(config) in err
+    assert not out.exists()
+
+
+def test_a_bad_config_value_raises_config_error():
+    with pytest.raises(ConfigError, match="seeds"):
+        study_from_dict({"seeds": [0, 0]})
