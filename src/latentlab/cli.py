@@ -150,9 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"latentlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("demo", help="the main job: train and evaluate on the built-in digits",
-                       description="Train the demo decomposer on the built-in handwritten "
-                                   "digits and write reconstructions and metrics.")
+    p = sub.add_parser("demo", help="the main job: the digits study of every recipe",
+                       description="Run the demo study on the built-in handwritten digits: "
+                                   "every recipe x 2 seeds (tokenizer, generator, samples, "
+                                   "evaluation), then write report.html and print the "
+                                   "headline comparison.")
     p.add_argument("--out", default="runs/demo", help="output directory, replaced if it holds "
                                                       "an earlier demo (default: runs/demo)")
     p.set_defaults(func=cmd_demo)
