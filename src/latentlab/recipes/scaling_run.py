@@ -1,0 +1,381 @@
+"""`latentlab scaling`: check the scaling-law extrapolation the coupled recipe leans on.
+
+On one latent cache, train a tiny generator (`tiny.py`, the builder the coupled recipe uses) of
+each width for the same steps on the same batches from the same seed, score each on held-out
+items, fit L(N) = E + A N^(-alpha) over their parameter counts (`scaling.py`) and predict the
+loss of a larger width; with `verify`, train that width the same way and compare.
+
+Held-out protocol: the last `heldout_fraction` of the cache's items (the cache is stored in the
+shuffled order of its split, so its tail is a fair sample), or a separate test cache. The loss of
+a continuous process depends on the t and noise drawn; every item is scored under `eval_draws`
+draws from a fixed seed, the same draws for every width (common random numbers), so the loss
+differences between widths are not drowned in draw noise. An autoregressive model's held-out
+loss is its exact next-token negative log-likelihood in nats per token: no draws.
+
+An ill-posed fit (losses that do not fall with width, residuals over 5 %, ...) is a result, not
+an error: the JSON then holds `fit: null` and `fit_error`, with the losses still reported.
+
+The law assumes the held-out loss falls with size, which fails once the larger widths overfit a
+small cache. On digits (1437 items) the MLP denoisers are sound at the default 1000 steps (~100
+epochs) and overfit by 3000; the tiny transformers on 16-token grids overfit within ~200 steps
+and need --steps of about 60. A width whose held-out loss exceeds its training loss by more than
+`OVERFIT` is named in a warning.
+
+Layout of `out`::
+
+    out/width-32/      one training run per width (config.yaml, checkpoints/, metrics.jsonl)
+    out/scaling.json   the result (below), also returned
+    out/scaling.png    log-log plot: points, fitted law up to the predicted size, prediction
+                       and, when verified, the actual loss
+
+Legend: N items, D flattened item size (latent elements or tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from latentlab import config as C
+from latentlab.data.base import Batch, LatentlabDataset
+from latentlab.data.latent_cache import LatentCache
+from latentlab.errors import ConfigError, DataError, UserError
+from latentlab.generation.objectives import ARObjective, ProcessObjective
+from latentlab.generators.process import Process
+from latentlab.io import atomic_path, write_json
+from latentlab.recipes.baseline import eval_batches
+from latentlab.recipes.scaling import IllPosedFit, PowerLaw, fit_power_law
+from latentlab.recipes.tiny import num_parameters, tiny_generator, tiny_process
+from latentlab.training import RunDir, TrainConfig, checkpoint, train
+from latentlab.training.rundir import Mode, read_metrics
+
+log = logging.getLogger("latentlab")
+EVAL_SEED = 0
+"""Seed of the held-out t and noise draws: the same for every width and every study."""
+RESULT, PLOT = "scaling.json", "scaling.png"
+OVERFIT = 1.2
+"""A held-out loss this many times the training loss is reported as overfitting."""
+
+
+@dataclass
+class ScalingConfig:
+    widths: tuple[int, ...] = (32, 64, 128)
+    """Widths of the tiny generators the law is fitted on (at least 3, increasing)."""
+    predict: int = 256
+    """Width whose held-out loss is predicted (larger than every fitted width)."""
+    verify: bool = False
+    """Also train the `predict` width and report predicted vs actual loss."""
+    family: Literal["auto", "flow", "ddpm", "vpsde", "ar"] = "auto"
+    """Tiny generator family: auto is flow for continuous latents, ar for token indices."""
+    depth: int = 2
+    """Residual blocks (MLP denoiser) or transformer blocks (ar) of every width."""
+    steps: int = 1000
+    """Optimizer steps per width (equal for all)."""
+    batch_size: int = 128
+    """Items per optimizer step."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW, linear warmup then cosine decay to a tenth)."""
+    warmup: int = 100
+    """Linear warmup steps."""
+    ema: float = 0.995
+    """Decay of the weight average that is scored; 0 scores the live weights."""
+    precision: Literal["bf16", "fp32"] = "fp32"
+    """Training precision; scoring always runs in fp32."""
+    seed: int = 0
+    """Seeds every width's initialisation, data order and training draws alike."""
+    heldout_fraction: float = 0.1
+    """Share of the cache's items (its last ones) held out for scoring, when no test cache."""
+    eval_draws: int = 32
+    """(t, noise) draws per held-out item for continuous processes."""
+
+    def __post_init__(self):
+        widths = list(self.widths)
+        if len(widths) < 3 or widths != sorted(set(widths)) or widths[0] < 1:
+            raise ValueError(f"widths: need at least 3 increasing positive widths, got {widths}")
+        if self.predict <= widths[-1]:
+            raise ValueError(f"predict: must exceed the largest width {widths[-1]}, got "
+                             f"{self.predict}")
+        for name in ("depth", "steps", "batch_size", "eval_draws"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction: must be in (0, 1), got {self.heldout_fraction}")
+        self.train_config()  # validates lr, warmup, ema
+
+    def train_config(self) -> TrainConfig:
+        """The loop settings of every width: no mid-run evaluation; a checkpoint every quarter
+        (only the latest kept), so a killed study resumes."""
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           warmup=self.warmup, ema=self.ema, precision=self.precision,
+                           seed=self.seed, channels_last=False, log_every=max(1, self.steps // 10),
+                           eval_every=0, checkpoint_every=max(1, self.steps // 4),
+                           keep_checkpoints=1)
+
+
+@dataclass
+class WidthRun:
+    """What one width's run records in its config.yaml (a resumed run must match it)."""
+
+    cache: str
+    """The latent cache trained on (its path when the run was made)."""
+    cache_fingerprint: str
+    """Fingerprint of that cache's record: a resumed run must train on the same items."""
+    train_items: int
+    """Items trained on (the cache minus the held-out tail)."""
+    family: str
+    """Resolved tiny generator family."""
+    width: int
+    """Width of this run's tiny generator."""
+    depth: int
+    """Its depth."""
+    train: TrainConfig
+    """Loop settings."""
+
+
+class FlatItems(LatentlabDataset):
+    """Items `indices` of a dataset with each item flattened: (N, *S) -> (N, D), labels kept.
+
+    The tiny MLP denoiser takes flat latents, and the tiny transformer flat token sequences.
+    """
+
+    def __init__(self, data: LatentlabDataset, indices: np.ndarray):
+        self.data, self.indices = data, np.asarray(indices, dtype=np.int64)
+        self.shape = (math.prod(data.shape),)
+        self.class_names, self.name = data.class_names, data.name
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, i: int) -> tuple[torch.Tensor, int]:
+        batch = self.__getitems__([i])
+        return batch.x[0], int(batch.y[0])
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        batch = self.data.__getitems__(self.indices[np.asarray(indices, dtype=np.int64)].tolist())
+        return Batch(rearrange(batch.x, "b ... -> b (...)"), batch.y)
+
+
+def open_items(cache: str | Path, test_cache: str | Path | None, heldout_fraction: float
+               ) -> tuple[LatentCache, FlatItems, FlatItems, str]:
+    """The cache, its training items, the held-out items, and a description of the latter."""
+    data = LatentCache(cache)
+    if test_cache is None:
+        n_held = max(1, round(len(data) * heldout_fraction))
+        if len(data) - n_held < 1:
+            raise DataError(f"{cache}: {len(data)} items are too few to hold some out")
+        held = FlatItems(data, np.arange(len(data) - n_held, len(data)))
+        return (data, FlatItems(data, np.arange(len(data) - n_held)), held,
+                f"last {n_held} of {len(data)} cache items")
+    test = LatentCache(test_cache)
+    if (test.kind, test.shape) != (data.kind, data.shape):
+        raise DataError(f"{test_cache}: holds {test.kind} {list(test.shape)}, the training "
+                        f"cache {data.kind} {list(data.shape)}")
+    return (data, FlatItems(data, np.arange(len(data))), FlatItems(test, np.arange(len(test))),
+            f"{len(test)} items of {test_cache}")
+
+
+def resolve_family(family: str, data: LatentCache) -> str:
+    """'auto' -> flow or ar by the cache's kind; a family that cannot model it -> ConfigError."""
+    if family == "auto":
+        return "ar" if data.kind == "indices" else "flow"
+    if (family == "ar") != (data.kind == "indices"):
+        need = "token indices" if family == "ar" else "continuous latents"
+        raise ConfigError(f"--family: {family} models {need}, but {data.path} holds {data.kind}")
+    return family
+
+
+@torch.no_grad()
+def heldout_loss(model: torch.nn.Module, process: Process | None, data: LatentlabDataset,
+                 draws: int) -> float:
+    """Mean held-out loss in fp32: the process's per-item MSE averaged over `draws` seeded
+    (t, noise) draws per item, or (process None) the exact NLL in nats per token."""
+    model.eval()
+    device = next(model.parameters()).device
+    if process is None:
+        total, count = 0.0, 0
+        for batch in eval_batches(data, device):
+            total -= float(model.log_prob(batch.x).sum())  # x: (B, D) tokens
+            count += batch.x.numel()
+        return total / count
+    g = torch.Generator(device).manual_seed(EVAL_SEED)
+    total = 0.0
+    for _ in range(draws):  # same items in the same order each pass: the same draws per width
+        for batch in eval_batches(data, device):
+            total += float(process.loss(model, batch.x.float(), None, generator=g).per_item.sum())
+    return total / (draws * len(data))
+
+
+def run_width(width: int, cfg: ScalingConfig, family: str, data: LatentCache, train_items:
+              FlatItems, heldout: FlatItems, out: Path, mode: Mode) -> dict:
+    """Train (or, resuming, finish) the tiny generator of one width; score it held out."""
+    vocab = int(data.source.get("codebook_size", "0")) if family == "ar" else 0
+    if family == "ar" and vocab < 1:
+        raise DataError(f"{data.path}: a token cache without a codebook_size in its source")
+    record = WidthRun(str(data.path), data.fingerprint(), len(train_items), family, width,
+                      cfg.depth, cfg.train_config())
+    path = out / f"width-{width}"
+    run_mode: Mode = mode
+    if mode == "resume" and checkpoint.latest(path / "checkpoints") is None:
+        run_mode = "overwrite"  # never started or killed before its first checkpoint
+    run = RunDir(path, run_mode)
+    if run_mode == "resume":
+        found = C.first_difference(record, C.load(WidthRun, run.config_path), skip=("cache",))
+        if found:
+            raise UserError(f"--resume: {found[0]} is {found[1]!r} here but {found[2]!r} in "
+                            f"{run.config_path}")
+    text = C.dump_yaml(record)
+    run.write_config(text)
+
+    torch.manual_seed(cfg.seed)  # every width starts from the same seed
+    model = tiny_generator(data.shape, width, cfg.depth, vocab)
+    process = None if family == "ar" else tiny_process(family)
+    objective = (ARObjective(model, 0, 0.0) if process is None
+                 else ProcessObjective(model, process, 0, 0.0))
+    log.info("width %d: %d parameters, %d steps", width, num_parameters(model), cfg.steps)
+    result = train(objective, train_items, record.train, run, text)
+    loss = heldout_loss(result.eval_model, process, heldout, cfg.eval_draws)
+    train_loss = last_training_loss(run.path)
+    log.info("width %d: held-out loss %.6g (last training loss %s)", width, loss,
+             "none" if train_loss is None else f"{train_loss:.6g}")
+    if train_loss is not None and loss > OVERFIT * train_loss:
+        log.warning("width %d overfits its %d training items (held-out loss %.4g, training loss "
+                    "%.4g); the law assumes loss falls with size: fewer --steps or more data",
+                    width, len(train_items), loss, train_loss)
+    return {"width": width, "parameters": num_parameters(model), "loss": loss,
+            "train_loss": train_loss}
+
+
+def last_training_loss(run: Path) -> float | None:
+    """The last logged training loss of a run (from metrics.jsonl, so a resumed finished run
+    has one too); None when there is none or it is not finite."""
+    for record in reversed(read_metrics(run)):
+        value = next((v for k, v in record.items() if k.startswith("loss/")), None)
+        if value is not None:
+            return value if isinstance(value, float) and math.isfinite(value) else None
+    return None
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: a loss that is not finite is written as null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _prepare_out(out: Path, mode: Mode) -> None:
+    """Refuse to write into a directory that is not empty unless resuming or overwriting a
+    scaling study (and nothing else)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if mode == "new":
+        raise UserError(f"{out}: is not empty; pass --resume to reuse its finished widths or "
+                        "--overwrite to replace it")
+    foreign = [p.name for p in out.iterdir()
+               if not (p.name in (RESULT, PLOT) or p.name.startswith("width-"))]
+    if foreign:
+        raise UserError(f"{out}: holds {foreign[0]!r}, not only a scaling study; refusing to "
+                        "write into it")
+    if mode == "overwrite":
+        shutil.rmtree(out)
+
+
+def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: Mode = "new",
+                  test_cache: str | Path | None = None) -> dict:
+    """Run the study `cfg` on a latent cache; write OUT/scaling.json and OUT/scaling.png.
+
+    Returns:
+        {"widths", "parameters", "losses", "train_losses", "fit" (E, A, alpha, n_ref, residuals)
+        or None, "fit_error" (why there is no fit) or None, "predict": {"width", "parameters",
+        "predicted_loss", "actual_loss", "relative_error", "no_gain_relative_error" (the error
+        of taking the largest fitted width's loss as the prediction)} (None where not known),
+        "setup" (the settings, the cache, what was held out)}.
+    """
+    out = Path(out)
+    data, train_items, heldout, held_text = open_items(cache, test_cache, cfg.heldout_fraction)
+    family = resolve_family(cfg.family, data)
+    _prepare_out(out, mode)
+    points = [run_width(w, cfg, family, data, train_items, heldout, out, mode)
+              for w in cfg.widths]
+    n = [p["parameters"] for p in points]
+    losses = [p["loss"] for p in points]
+    vocab = int(data.source.get("codebook_size", "0")) if family == "ar" else 0
+    n_big = num_parameters(tiny_generator(data.shape, cfg.predict, cfg.depth, vocab))
+    law: PowerLaw | None = None
+    fit_error = None
+    try:
+        law = fit_power_law(n, losses)
+    except IllPosedFit as e:
+        fit_error = str(e)
+        log.warning("scaling fit refused: %s (the result holds fit: null)", e)
+    predicted = law(n_big) if law is not None else None
+    actual = None
+    if cfg.verify:
+        actual = run_width(cfg.predict, cfg, family, data, train_items, heldout, out,
+                           mode)["loss"]
+    error = (predicted - actual) / actual if predicted is not None and actual else None
+    # the yardstick: predicting no gain past the largest fitted width, L(N_big) = L(N_K)
+    naive = (losses[-1] - actual) / actual if actual else None
+    result = {
+        "widths": list(cfg.widths), "parameters": n, "losses": [_finite(v) for v in losses],
+        "train_losses": [p["train_loss"] for p in points],
+        "fit": law.as_dict() if law is not None else None, "fit_error": fit_error,
+        "predict": {"width": cfg.predict, "parameters": n_big, "predicted_loss": predicted,
+                    "actual_loss": _finite(actual), "relative_error": _finite(error),
+                    "no_gain_relative_error": _finite(naive)},
+        "setup": {"cache": str(cache), "kind": data.kind, "item_shape": list(data.shape),
+                  "family": family, "loss": "nll nats/token" if family == "ar"
+                  else f"{family} mse", "heldout": held_text,
+                  "eval_draws": cfg.eval_draws if family != "ar" else 0}
+        | {k: v for k, v in C.to_dict(cfg).items()
+           if k not in ("widths", "predict", "verify", "family", "eval_draws")},
+    }
+    write_json(out / RESULT, result)
+    save_plot(result, law, out / PLOT)
+    return result
+
+
+def save_plot(result: dict, law: PowerLaw | None, path: Path) -> Path:
+    """Log-log plot of held-out loss against parameters, with the fitted law extended to the
+    predicted size, the prediction and (verified) the actual loss; written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
+
+    pred = result["predict"]
+    figure = Figure(figsize=(6, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    losses = [np.nan if v is None else v for v in result["losses"]]
+    axes.loglog(result["parameters"], losses, "o", color="C0",
+                label="tiny generators (held out)")
+    if law is not None:
+        grid = np.geomspace(min(result["parameters"]) / 1.2, pred["parameters"] * 1.2, 100)
+        axes.loglog(grid, [law(v) for v in grid], "-", color="C0", alpha=0.6,
+                    label=f"fit E={law.E:.4g}, A={law.A:.3g}, α={law.alpha:.3g}")
+        axes.loglog([pred["parameters"]], [pred["predicted_loss"]], "*", color="C1",
+                    markersize=12, label=f"predicted at width {pred['width']}")
+        axes.axhline(law.E, color="C0", linestyle=":", linewidth=1, label="E (no size removes)")
+    if pred["actual_loss"] is not None:
+        axes.loglog([pred["parameters"]], [pred["actual_loss"]], "s", color="C2",
+                    label=f"actual at width {pred['width']}")
+    title = f"{result['setup']['family']} on {Path(result['setup']['cache']).name}"
+    if pred["relative_error"] is not None:
+        title += f": prediction off by {pred['relative_error']:+.1%}"
+    elif result["fit"] is None:
+        title += ": no fit"
+    for axis in (axes.yaxis.set_major_formatter, axes.yaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%.3g"))  # a narrow loss range: plain numbers, not 1.3x10^0
+    axes.set(title=title, xlabel="parameters N", ylabel=f"held-out {result['setup']['loss']}")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    return path
