@@ -64,6 +64,11 @@ def test_decoder_sees_distortion_on_its_share_only():
     latent = coupling.couple(out, step=COUPLED.start + 1, frozen=False).latent
     assert torch.equal(latent[4:], out.latent[4:])
     assert not torch.equal(latent[:4], out.latent[:4])
+    # the reconstruction of a distorted row still reaches the encoder (the move is detached)
+    assert latent.requires_grad
+    latent[:4].sum().backward()
+    grads = [p.grad for p in objective.tokenizer.encoder.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 def test_regularizer_gradient_reaches_the_encoder_unless_both_paths_are_detached():
@@ -208,4 +213,8 @@ def test_token_distortion_replaces_tokens_by_the_prior_prediction():
     torch.testing.assert_close(coupling._replaced(out, tokens),
                                bottleneck.indices_to_codes(predicted), rtol=0, atol=0)
     coupling.replace.fill_(0.0)
-    assert torch.equal(coupling._replaced(out, tokens), out.latent)
+    kept = coupling._replaced(out, tokens)
+    assert torch.equal(kept, out.latent)
+    kept.sum().backward()  # kept tokens pass the straight-through gradient to the encoder
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in objective.tokenizer.encoder.parameters())

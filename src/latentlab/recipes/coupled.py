@@ -225,18 +225,19 @@ class LatentCoupling(Coupling):
             if law is not None:
                 self.rho[b] = rho_squared(law, self.n_big, float(largest[b])) ** 0.5
 
-    @torch.no_grad()
     def _distorted(self, z: torch.Tensor, n: torch.Tensor, rows: int) -> torch.Tensor:
-        """z with its first `rows` items moved by rho(t) (n_tiny - n), in z's scale."""
-        x0 = rearrange(n[:rows], "b ... -> b (...)")  # (R, D)
-        lo, hi = self.cfg.t_range
-        t = lo + (hi - lo) * torch.rand(rows, device=x0.device)
-        x_t = self.process.add_noise(x0, torch.randn_like(x0), t)
-        estimate = self.process.x0_estimate(self.tiny[-1](x_t, t, None).float(), x_t, t)
-        moved = distort(x0, estimate, self.rho[self.bin_of(t)]) - x0  # (R, D)
-        std = self.normalizer.std(z)  # (L,)
-        delta = moved.reshape(n[:rows].shape) * rearrange(std, "l -> l" + " 1" * (z.ndim - 2))
-        return torch.cat([z[:rows] + delta.to(z.dtype), z[rows:]])
+        """z with its first `rows` items moved by rho(t) (n_tiny - n), in z's scale. The move
+        is detached; z keeps its gradient (the reconstruction must still reach the encoder)."""
+        with torch.no_grad():
+            x0 = rearrange(n[:rows], "b ... -> b (...)")  # (R, D)
+            lo, hi = self.cfg.t_range
+            t = lo + (hi - lo) * torch.rand(rows, device=x0.device)
+            x_t = self.process.add_noise(x0, torch.randn_like(x0), t)
+            estimate = self.process.x0_estimate(self.tiny[-1](x_t, t, None).float(), x_t, t)
+            moved = distort(x0, estimate, self.rho[self.bin_of(t)]) - x0  # (R, D)
+            std = rearrange(self.normalizer.std(z), "l -> l" + " 1" * (z.ndim - 2))
+            delta = (moved.reshape(n[:rows].shape) * std).to(z.dtype)  # (R, L, *S)
+        return torch.cat([z[:rows] + delta, z[rows:]])
 
     def summary(self) -> dict:
         return {"rho": self.rho.tolist()}

@@ -110,14 +110,15 @@ class TokenCoupling(Coupling):
         if laws[ERROR] is not None and largest[ERROR] > 0:
             self.replace.fill_(min(1.0, max(0.0, laws[ERROR](self.n_big) / largest[ERROR])))
 
-    @torch.no_grad()
     def _replaced(self, out: BottleneckOutput, tokens: torch.Tensor) -> torch.Tensor:
         """The latent with each token replaced, with probability `replace`, by the code of the
-        largest prior's prediction (teacher-forced on the true prefix)."""
-        predicted = self.tiny[-1](tokens).argmax(-1).reshape(out.indices.shape)  # (B, *S)
-        mask = torch.rand(out.indices.shape, device=tokens.device) < self.replace
-        codes = self.bottleneck.indices_to_codes(predicted).to(out.latent.dtype)  # (B, L, *S)
-        return torch.where(mask[:, None], codes, out.latent)
+        largest prior's prediction (teacher-forced on the true prefix). Tokens kept keep their
+        (straight-through) gradient."""
+        with torch.no_grad():
+            predicted = self.tiny[-1](tokens).argmax(-1).reshape(out.indices.shape)  # (B, *S)
+            mask = torch.rand(out.indices.shape, device=tokens.device) < self.replace
+            codes = self.bottleneck.indices_to_codes(predicted).to(out.latent.dtype)
+        return torch.where(mask[:, None], codes, out.latent)  # (B, L, *S)
 
     def summary(self) -> dict:
         return {"rho": [float(self.rho)], "replace_fraction": float(self.replace)}
