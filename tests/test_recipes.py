@@ -21,7 +21,8 @@ from latentlab.training import checkpoint
 from latentlab.training.checkpoint import step_name
 from tests.conftest import tiny_run_config
 
-COUPLED = CoupledConfig(widths=(8, 16, 32), depth=1, fit_every=10, ramp=5, big_parameters=10**5)
+COUPLED = CoupledConfig(widths=(8, 16, 32), depth=1, fit_every=10, start=0, ramp=5,
+                        big_parameters=10**5)
 
 
 def recipe_config(recipe: str, **train):

@@ -49,8 +49,10 @@ class CoupledConfig:
     """Weight lambda of the predictability regularizer once ramped in."""
     ramp: int = 200
     """Steps over which lambda rises linearly from 0 (after `start`)."""
-    start: int = 0
-    """Step at which the regularizer and the distortion switch on."""
+    start: int = 200
+    """Step at which the regularizer and the distortion switch on (the autoencoder and the
+    tiny generators first learn alone: a distortion measured by untrained tiny generators is
+    noise)."""
     regularizer: Literal["largest", "mean"] = "largest"
     """Which tiny loss regularises the latent: the largest tiny generator's, or the mean."""
     stop_grad_input: bool = False
