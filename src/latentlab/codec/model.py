@@ -1,0 +1,169 @@
+"""The model of a codec: a discrete tokenizer and an autoregressive prior over its tokens.
+
+A codec run (made by `latentlab train-codec`) is a directory::
+
+    RUN/codec.json          manifest: {"format": 1, "tokenizer": "tokenizer-run",
+                            "prior": "prior-run", "fingerprint": "…", "tile": [C, H, W],
+                            "grid": [h, w], "vocab": V, "data": SPEC}
+    RUN/tokenizer-run/      a `train-tokenizer` run (discrete bottleneck: vq, lfq or fsq)
+    RUN/prior-run/          a `train-generator` run of family `ar` on that tokenizer's tokens
+
+The paths in the manifest are relative to RUN, so a codec run can be moved or copied whole.
+The pair can also be given explicitly (`CodecModel.load(tokenizer=..., prior=...)`).
+
+The model's **fingerprint** is the first 8 bytes of a sha256 over both architectures (their
+configs as canonical JSON) and every tensor of both state dicts (name, dtype, shape, bytes), so
+it names the weights and configs themselves, not the files that hold them. It deliberately
+leaves out the torch version and CPU: the same model decodes the same file anywhere its prior
+computes the same fp32 numbers, and where it does not, the token checksum of the file says so
+(see `codec.py` and docs/codec.md).
+
+The tile a codec codes is the tokenizer's training resolution: the prior was trained on token
+grids of one shape (h, w), so a tile is (h * f, w * f) pixels for a tokenizer of factor f.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from latentlab import config as C
+from latentlab.errors import CheckpointError, ConfigError, UserError
+from latentlab.generation.config import GeneratorRunConfig
+from latentlab.generation.models import build_models
+from latentlab.generation.train import WEIGHTS, load_modelled
+from latentlab.generators.autoregressive import ARTransformer
+from latentlab.tokenizers.tokenizer import Tokenizer, load_weights
+
+MANIFEST = "codec.json"
+MANIFEST_FORMAT = 1
+TOKENIZER_DIR, PRIOR_DIR = "tokenizer-run", "prior-run"
+
+
+class CodecModel:
+    """A discrete tokenizer and an autoregressive prior over its token grids, checked to fit.
+
+    The prior is moved to the CPU in fp32: the codec computes its probabilities there, where
+    the arithmetic is reproducible (docs/codec.md). The tokenizer stays where it is.
+
+    Args:
+        tokenizer: a discrete convolutional tokenizer (vq, lfq, fsq).
+        prior: an `ARTransformer` over its token indices.
+        grid: (h, w), the token grid the prior models (h * w = prior.cfg.seq_len).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prior: ARTransformer, grid: tuple[int, int]):
+        if not tokenizer.discrete or tokenizer.cfg.arch != "conv":
+            raise CheckpointError("tokenizer: the codec needs a discrete image tokenizer (conv "
+                                  f"arch, vq/lfq/fsq bottleneck), got {tokenizer.cfg.arch} with "
+                                  f"{tokenizer.cfg.bottleneck.kind}")
+        if prior.cfg.vocab_size != tokenizer.bottleneck.codebook_size:
+            raise CheckpointError(f"prior: vocabulary of {prior.cfg.vocab_size} tokens, but the "
+                                  f"tokenizer has {tokenizer.bottleneck.codebook_size} codes")
+        if grid[0] * grid[1] != prior.cfg.seq_len:
+            raise CheckpointError(f"prior: {prior.cfg.seq_len} tokens per item, not a "
+                                  f"{grid[0]}x{grid[1]} grid")
+        self.tokenizer = tokenizer.eval()
+        self.prior = prior.to("cpu", torch.float32).eval()
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.channels = tokenizer.cfg.in_channels
+        self.tile = (self.grid[0] * tokenizer.factor, self.grid[1] * tokenizer.factor)
+        self.vocab = prior.cfg.vocab_size
+        self.fingerprint = model_fingerprint(tokenizer, prior)
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    @classmethod
+    def load(cls, run: str | Path | None = None, tokenizer: str | Path | None = None,
+             prior: str | Path | None = None) -> CodecModel:
+        """From a codec run (`run`), or from a tokenizer run and a prior run given explicitly.
+
+        Raises CheckpointError (one line) when a part is missing, unreadable, does not fit the
+        other, or (for a codec run) no longer matches the fingerprint its manifest recorded.
+        """
+        if (run is None) == (tokenizer is None and prior is None):
+            raise UserError("give a codec run, or a tokenizer run and a prior run, not both")
+        manifest = None
+        if run is not None:
+            manifest = read_manifest(run)
+            tokenizer, prior = (Path(run) / manifest["tokenizer"], Path(run) / manifest["prior"])
+        elif tokenizer is None or prior is None:
+            raise UserError("a codec model needs both a tokenizer run and a prior run")
+        ar, grid = load_prior(prior)
+        model = cls(Tokenizer.load(tokenizer), ar, grid)
+        if manifest is not None and manifest["fingerprint"] != model.fingerprint_hex:
+            raise CheckpointError(f"{Path(run) / MANIFEST}: records model "
+                                  f"{manifest['fingerprint']}, but its files now make "
+                                  f"{model.fingerprint_hex}: they changed after train-codec")
+        return model
+
+
+def model_fingerprint(tokenizer: nn.Module, prior: nn.Module) -> bytes:
+    """8 bytes of sha256 over both configs and every tensor of both models (module docstring)."""
+    h = hashlib.sha256(b"latentlab codec model\0")
+    for part, module in (("tokenizer", tokenizer), ("prior", prior)):
+        h.update(json.dumps({part: C.to_dict(module.cfg)}, sort_keys=True).encode())
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.digest()[:8]
+
+
+def read_manifest(run: str | Path) -> dict:
+    """The manifest of a codec run, checked for the fields `load` needs."""
+    path = Path(run) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{run}: not a codec run (no {MANIFEST}); make one with "
+                              "`latentlab train-codec` or give --tokenizer and --prior") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({e})") from None
+    need = ("format", "tokenizer", "prior", "fingerprint")
+    if not isinstance(manifest, dict) or any(k not in manifest for k in need):
+        raise CheckpointError(f"{path}: not a codec manifest (needs {', '.join(need)})")
+    if manifest["format"] != MANIFEST_FORMAT:
+        raise CheckpointError(f"{path}: manifest format {manifest['format']}; this latentlab "
+                              f"reads {MANIFEST_FORMAT}")
+    return manifest
+
+
+def load_prior(run: str | Path) -> tuple[ARTransformer, tuple[int, int]]:
+    """The autoregressive prior of a generator run and the (h, w) token grid it models.
+
+    Unlike `generation.sample.LoadedGenerator.load` this does not load the tokenizer the run
+    names: a codec run holds its own, and moving the run must not break it.
+    """
+    run = Path(run)
+    try:
+        cfg = C.load(GeneratorRunConfig, run / "config.yaml")
+    except (ConfigError, OSError) as e:
+        raise CheckpointError(f"{run}: not a generator run ({e})") from None
+    what = load_modelled(run)
+    if cfg.generator.family != "ar" or what.kind != "indices" or len(what.shape) != 2:
+        raise CheckpointError(f"{run}: the prior must be an autoregressive generator (family ar) "
+                              f"over 2-D token grids; this run is {cfg.generator.family} over "
+                              f"{what.kind} of shape {tuple(what.shape)}")
+    model = build_models(cfg.generator, what)["model"]
+    try:
+        tensors = load_file(run / "generator" / WEIGHTS)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{run / 'generator' / WEIGHTS}: cannot be read ({e})") from None
+    load_weights(model, tensors, str(run / "generator" / WEIGHTS))
+    return model.eval(), (int(what.shape[0]), int(what.shape[1]))
+
+
+def manifest_for(model: CodecModel, data: str) -> dict:
+    """The manifest `train-codec` writes for the model it trained on dataset `data`."""
+    return {"format": MANIFEST_FORMAT, "tokenizer": TOKENIZER_DIR, "prior": PRIOR_DIR,
+            "fingerprint": model.fingerprint_hex, "tile": [model.channels, *model.tile],
+            "grid": list(model.grid), "vocab": model.vocab, "data": data}
