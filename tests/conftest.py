@@ -31,3 +31,15 @@ def tiny_config():
 
 def replace_train(cfg: TokenizerRunConfig, **train) -> TokenizerRunConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+
+
+def run_main(capsys, argv: list[str]) -> tuple[int, str, str]:
+    """`latentlab ARGV` in-process: (exit status, stdout, stderr)."""
+    from latentlab.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits by itself on usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

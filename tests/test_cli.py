@@ -7,19 +7,10 @@ import sys
 
 import pytest
 
-from latentlab.cli import main
+from tests.conftest import run_main
 
 FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.conv.channels", "8",
         "--train.warmup", "0"]
-
-
-def run_main(capsys, argv):
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse exits by itself on usage errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from latentlab.cli import main
 from latentlab.commands.toy import _widths
 from latentlab.study.toy_mixture import ToyConfig, run_toy
+from tests.conftest import run_main
 
 # 4 clusters in 6 dims, small nets, a few hundred steps: about a second a seed
 TINY = dict(k=4, d=6, n=256, seeds=2, steps=200, batch_size=64, encoder_hidden=(32, 32),
@@ -25,15 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def run_main(capsys, argv):
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse exits by itself on usage errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_separated_clusters_give_a_latent_that_classifies():

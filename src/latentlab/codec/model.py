@@ -29,17 +29,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from latentlab import config as C
 from latentlab.errors import CheckpointError, ConfigError, UserError
-from latentlab.generation.config import GeneratorRunConfig
-from latentlab.generation.models import build_models
-from latentlab.generation.train import WEIGHTS, load_modelled
+from latentlab.generation.train import load_network
 from latentlab.generators.autoregressive import ARTransformer
-from latentlab.tokenizers.tokenizer import Tokenizer, load_weights
+from latentlab.tokenizers.tokenizer import Tokenizer
 
 MANIFEST = "codec.json"
 MANIFEST_FORMAT = 1
@@ -143,22 +139,14 @@ def load_prior(run: str | Path) -> tuple[ARTransformer, tuple[int, int]]:
     Unlike `generation.sample.LoadedGenerator.load` this does not load the tokenizer the run
     names: a codec run holds its own, and moving the run must not break it.
     """
-    run = Path(run)
     try:
-        cfg = C.load(GeneratorRunConfig, run / "config.yaml")
-    except (ConfigError, OSError) as e:
+        cfg, what, model = load_network(run)
+    except ConfigError as e:
         raise CheckpointError(f"{run}: not a generator run ({e})") from None
-    what = load_modelled(run)
     if cfg.generator.family != "ar" or what.kind != "indices" or len(what.shape) != 2:
         raise CheckpointError(f"{run}: the prior must be an autoregressive generator (family ar) "
                               f"over 2-D token grids; this run is {cfg.generator.family} over "
                               f"{what.kind} of shape {tuple(what.shape)}")
-    model = build_models(cfg.generator, what)["model"]
-    try:
-        tensors = load_file(run / "generator" / WEIGHTS)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{run / 'generator' / WEIGHTS}: cannot be read ({e})") from None
-    load_weights(model, tensors, str(run / "generator" / WEIGHTS))
     return model.eval(), (int(what.shape[0]), int(what.shape[1]))
 
 

@@ -13,18 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from latentlab import config as C
 from latentlab import pixels
-from latentlab.errors import CheckpointError, UserError
+from latentlab.errors import UserError
 from latentlab.generation.config import GeneratorRunConfig
-from latentlab.generation.models import Modelled, build_models, build_process
-from latentlab.generation.train import WEIGHTS, load_modelled
+from latentlab.generation.models import Modelled, build_process
+from latentlab.generation.train import load_network
 from latentlab.generators.process import Process
 from latentlab.io import atomic_path
-from latentlab.tokenizers.tokenizer import Tokenizer, load_weights
+from latentlab.tokenizers.tokenizer import Tokenizer
 
 
 @dataclass
@@ -39,19 +36,9 @@ class LoadedGenerator:
 
     @classmethod
     def load(cls, run: str | Path, device: str | torch.device = "cpu") -> LoadedGenerator:
-        run = Path(run)
-        if not (run / "config.yaml").exists():
-            raise UserError(f"{run}: not a generator run (no config.yaml)")
-        cfg = C.load(GeneratorRunConfig, run / "config.yaml")
-        what = load_modelled(run)
-        model = build_models(cfg.generator, what)["model"]
-        try:
-            tensors = load_file(run / "generator" / WEIGHTS)
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{run / 'generator' / WEIGHTS}: cannot be read ({e})") from None
-        load_weights(model, tensors, str(run / "generator" / WEIGHTS))
+        cfg, what, model = load_network(run)
         tokenizer = Tokenizer.load(cfg.tokenizer, map_location=device) if cfg.tokenizer else None
-        return cls(cfg, model.to(device).eval(), build_process(cfg.generator), what, tokenizer)
+        return cls(cfg, model.to(device), build_process(cfg.generator), what, tokenizer)
 
     def check_request(self, labels: torch.Tensor | None, steps: int, guidance: float | None):
         """One-line errors for requests this generator cannot serve."""

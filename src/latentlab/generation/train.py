@@ -14,12 +14,13 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from latentlab import config as C
 from latentlab.data import load_dataset
 from latentlab.data.base import LatentlabDataset
-from latentlab.errors import UserError
+from latentlab.errors import CheckpointError, UserError
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.encode import cached_split
 from latentlab.generation.models import Modelled, build_models, build_process
@@ -30,7 +31,7 @@ from latentlab.generation.objectives import (
     ProcessObjective,
 )
 from latentlab.io import atomic_path, write_json
-from latentlab.tokenizers.tokenizer import Tokenizer
+from latentlab.tokenizers.tokenizer import Tokenizer, load_weights
 from latentlab.training import RunDir, train
 from latentlab.training import distributed as D
 from latentlab.training.rundir import Mode
@@ -120,6 +121,24 @@ def save_generator(model: torch.nn.Module, what: Modelled, cfg: GeneratorRunConf
     with atomic_path(directory / WEIGHTS) as tmp:
         save_file(tensors, tmp, metadata={"family": cfg.generator.family})
     write_json(directory / MODELLED, what.as_dict() | {"tokenizer": cfg.tokenizer})
+
+
+def load_network(run: str | Path) -> tuple[GeneratorRunConfig, Modelled, torch.nn.Module]:
+    """A generator run's config, what it models and its trained network (eval mode, CPU),
+    without the tokenizer the run names. One-line errors for a missing or damaged run."""
+    run = Path(run)
+    if not (run / "config.yaml").exists():
+        raise CheckpointError(f"{run}: not a generator run (no config.yaml)")
+    cfg = C.load(GeneratorRunConfig, run / "config.yaml")
+    what = load_modelled(run)
+    model = build_models(cfg.generator, what)["model"]
+    path = run / "generator" / WEIGHTS
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({e})") from None
+    load_weights(model, tensors, str(path))
+    return cfg, what, model.eval()
 
 
 def load_modelled(run: Path) -> Modelled:
