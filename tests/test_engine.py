@@ -153,3 +153,16 @@ def test_each_phase_steps_only_its_own_parameters(tmp_path):
     assert torch.equal(coupled.b, alone.b)
     assert alone.b.item() == pytest.approx(-2, abs=0.3)
     assert coupled.a.item() != alone.a.item()  # b really did enter phase a's loss
+
+
+def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    from latentlab.training.engine import resolve_precision
+
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, expected in ((False, False, "fp32"), (True, False, "bf16"),
+                                       (False, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == (
+            "bf16")

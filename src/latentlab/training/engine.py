@@ -74,8 +74,24 @@ def make_optimizers(objective: Objective, cfg: TrainConfig) -> dict[str, torch.o
     return optimizers
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (not by emulation, which is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'bf16' or 'fp32': the configured precision, with 'auto' decided by the device."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
-    enabled = cfg.precision == "bf16"
+    enabled = resolve_precision(cfg.precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
