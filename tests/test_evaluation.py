@@ -28,11 +28,14 @@ TOKENIZER_KEYS = {
     "lipschitz_decoder_mean", "lipschitz_decoder_q95", "lipschitz_decoder_max", "nn_accuracy",
     "predictability", "predictability_unit", "cosine_of", "cosine_histogram", "eigenvalues"}
 DISCRETE_KEYS = {"usage", "dead_codes", "perplexity"}
+VIEWS = ("pixels", "classifier", "probabilities", "ssl")
 GENERATOR_KEYS = {
-    "kind", "family", "data", "seed", "samples_file", "fd", "kid", "kid_std", "precision",
-    "recall", "class_accuracy", "feature_net_accuracy", "samples", "real",
+    "kind", "family", "data", "seed", "samples_file", "class_accuracy", "feature_net_accuracy",
+    "ssl_retrieval", "ssl_knn_accuracy", "views", "reference", "samples", "real",
     "heldout_nll", "heldout_bits_per_token", "bits_per_token", "bits_per_dim", "bits_per_image",
-    "bits_per_dim_given_label"}
+    "bits_per_dim_given_label"} | {
+    f"{m}/{v}" for m in ("fd", "fd_floor", "fd_inf", "fd_inf_floor", "kid", "kid_std",
+                         "precision", "recall", "density", "coverage") for v in VIEWS}
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +109,22 @@ def test_evaluate_a_generator_run_writes_samples_and_the_rate(vq_runs, feature_c
     evaluation = json.loads(out.read_text())
     assert json.loads((gen / "metrics.json").read_text())["evaluation"] == evaluation
     assert set(evaluation) == GENERATOR_KEYS
-    assert_finite(evaluation)
+    assert evaluation["views"] == list(VIEWS)
+    # digits' 360 test images are too few a reference: the training split's 1437 are used
+    assert evaluation["reference"] == "train" and evaluation["real"] == 1437
+    assert_finite({k: v for k, v in evaluation.items() if k != "views"})
     with np.load(gen / "samples.npz") as f:
         assert f["images"].shape == (60, 8, 8, 1) and f["labels"].tolist()[:11] == [
             *range(10), 0]
+        images, labels = f["images"], f["labels"]
+    # the same samples in ADM's layout score the same
+    adm = tmp_path / "adm.npz"
+    np.savez(adm, arr_0=images, arr_1=labels)
+    assert main(["evaluate", str(gen), "--samples", str(adm), "--cache-dir", str(feature_cache),
+                 "--out", str(tmp_path / "adm.json")]) == 0
+    again = json.loads((tmp_path / "adm.json").read_text())
+    assert {k: again[k] for k in again if "/" in k} == pytest.approx(
+        {k: evaluation[k] for k in evaluation if "/" in k}, rel=1e-9, abs=1e-12)
     # the rate from exact log-likelihoods: the marginal over classes costs at most log2 K more
     # than knowing the label, and tokens cost what the training's held-out figure says
     dims, tokens = 64, 16

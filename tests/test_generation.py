@@ -94,7 +94,15 @@ def test_latent_pipeline_writes_the_public_samples_format(tmp_path, tiny_config,
     with np.load(tmp_path / "s.npz") as f:
         assert f["images"].dtype == np.uint8 and f["images"].shape == (12, 8, 8, 1)
         assert f["labels"].tolist() == [3, 4] * 6
+        images = f["images"]
     assert (tmp_path / "s.png").stat().st_size > 0
+    # the ADM evaluation suite's layout beside ours, the same samples
+    assert main(["sample", "--generator", str(tmp_path / "gen"), "--n", "12", "--labels",
+                 "3,4", "--steps", "4", "--out", str(tmp_path / "adm.npz"), "--cfg", "2.0",
+                 "--format", "adm"]) == 0
+    with np.load(tmp_path / "adm.npz") as f:
+        np.testing.assert_array_equal(f["arr_0"], images)
+        assert f["arr_1"].tolist() == [3, 4] * 6 and f["arr_0"].dtype == np.uint8
 
 
 @pytest.mark.slow
@@ -110,6 +118,8 @@ def test_bad_requests_are_one_line_errors(tmp_path, capsys, tiny_config):
         (["sample", "--generator", str(unconditional), "--out", "x.npz", "--labels", "9"],
          "--labels: 9 is outside the trained classes 0..7"),
         (["sample", "--generator", str(tmp_path), "--out", "x.npz"], "not a generator run"),
+        (["sample", "--generator", str(unconditional), "--out", "x.npz", "--format", "adm"],
+         "--format adm: the ADM layout holds images"),
     ]
     # a cache written by one tokenizer is refused by another, naming both
     main(["encode", "--tokenizer", str(tok), "--data", "digits"])

@@ -9,8 +9,7 @@ import torch
 
 from latentlab.data import ArrayDataset, load_dataset
 from latentlab.metrics.features import (
-    RECORD,
-    WEIGHTS,
+    NAME,
     FeatureNet,
     FeatureNetConfig,
     cache_root,
@@ -38,10 +37,10 @@ def digits_net(feature_cache):
 def test_digits_feature_network_reaches_95_percent_held_out(digits_net, feature_cache):
     assert digits_net.task == "classes" and not digits_net.training
     assert digits_net.accuracy >= 0.95
-    [record] = list((feature_cache / "features").glob(f"*/{RECORD}"))
+    [record] = list((feature_cache / "features").glob(f"*/{NAME}.json"))
     stored = json.loads(record.read_text())
     assert stored["accuracy"] == digits_net.accuracy and stored["dataset"] == "digits"
-    assert (record.parent / WEIGHTS).is_file()
+    assert (record.parent / f"{NAME}.safetensors").is_file()
 
 
 def test_a_cached_network_is_loaded_not_retrained(digits_net, feature_cache):
@@ -62,13 +61,13 @@ def test_training_is_deterministic_and_leaves_the_global_rng_alone():
 
 def test_a_corrupt_or_differently_configured_cache_entry_is_retrained(tmp_path):
     net = feature_network("digits", tmp_path, CHEAP)
-    [weights] = list(tmp_path.glob(f"features/*/{WEIGHTS}"))
+    [weights] = list(tmp_path.glob(f"features/*/{NAME}.safetensors"))
     weights.write_bytes(b"garbage")
     again = feature_network("digits", tmp_path, CHEAP)
     assert again.accuracy == net.accuracy and weights.stat().st_size > 100
     other = FeatureNetConfig(width=4, features=8, epochs=0, min_steps=3, max_steps=3)
     feature_network("digits", tmp_path, other)
-    record = json.loads(weights.with_name(RECORD).read_text())
+    record = json.loads(weights.with_name(f"{NAME}.json").read_text())
     assert record["config"]["min_steps"] == 3
 
 

@@ -1,4 +1,5 @@
-"""Fréchet distance, KID, precision/recall and class accuracy against known answers."""
+"""Fréchet distance (raw and FD-infinity), KID, precision/recall, density/coverage and class
+accuracy against known answers."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from latentlab.data import load_dataset
 from latentlab.metrics.features import feature_network
 from latentlab.metrics.generation import (
     class_accuracy,
+    density_coverage,
+    fd_infinity,
     frechet_distance,
     generation_metrics,
-    inception_fid,
     kernel_inception_distance,
-    load_extractor,
     precision_recall,
+    view_metrics,
 )
+from latentlab.metrics.views import inception_fid, load_extractor
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,56 @@ def test_precision_and_recall_separate_mode_dropping_from_junk(features):
     assert precision == 1.0 and recall < 0.75
 
 
+def _gaussian_pair(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Two Gaussian sets in 32 dimensions and their analytic Fréchet distance:
+    N(0, I) and N(mu, diag(s^2)) are |mu|^2 + sum (1 - s)^2 apart."""
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.full((32,), 0.1, dtype=torch.float64)
+    s = torch.linspace(0.8, 1.2, 32, dtype=torch.float64)
+    a = torch.randn(n, 32, generator=g, dtype=torch.float64)
+    b = mu + s * torch.randn(n, 32, generator=g, dtype=torch.float64)
+    return a, b, float(mu.square().sum() + (1 - s).square().sum())
+
+
+def test_fd_infinity_removes_the_small_sample_bias_of_the_raw_distance():
+    raw, unbiased, truth = [], [], None
+    for seed in range(6):
+        a, b, truth = _gaussian_pair(400, seed)
+        raw.append(frechet_distance(a, b))
+        unbiased.append(fd_infinity(a, b, seed=seed))
+    raw_bias = sum(raw) / len(raw) - truth
+    inf_bias = sum(unbiased) / len(unbiased) - truth
+    assert raw_bias > 0.5 * truth  # at 400 items in 32-d the raw FD is measurably biased up
+    assert abs(inf_bias) < raw_bias / 5, (raw_bias, inf_bias)
+    # more items: the raw FD falls towards the truth, FD-infinity stays on it
+    a, b, _ = _gaussian_pair(4000, 99)
+    assert abs(fd_infinity(a, b) - truth) < 0.1 * truth
+    assert frechet_distance(a, b) < sum(raw) / len(raw)
+
+
+def test_the_floor_of_two_draws_of_one_distribution_is_its_bias():
+    a, b, _ = _gaussian_pair(800, 3)
+    c, _, _ = _gaussian_pair(800, 4)  # a second draw of a's distribution
+    found = view_metrics(torch.cat([a, c]), b, seed=0)
+    # raw distance at 800 items against 800: a's halves differ by the bias alone
+    expected_bias = frechet_distance(a, c)
+    assert found["fd_floor"] == pytest.approx(expected_bias, rel=0.3)
+    assert found["fd_floor"] > 0.1 and abs(found["fd_inf_floor"]) < found["fd_floor"] / 4
+    assert found["fd"] > found["fd_floor"] and found["fd_inf"] > 3 * abs(found["fd_inf_floor"])
+
+
+def test_density_and_coverage_against_itself_another_draw_and_a_disjoint_set(features):
+    k = 5
+    density, coverage = density_coverage(features, features, k)
+    # every point lies in its own ball and in k others' in total: density (k + 1) / k exactly
+    assert density == pytest.approx((k + 1) / k) and coverage == 1.0
+    a, b, _ = _gaussian_pair(1000, 0)
+    c = torch.randn(1000, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    density, coverage = density_coverage(a, c, k)  # two draws of one distribution
+    assert density == pytest.approx(1.0, abs=0.15) and coverage > 0.9  # E = 1 - 2^-k
+    assert density_coverage(features, features + 1e3, k) == (0.0, 0.0)
+
+
 def test_kid_is_zero_within_noise_for_one_distribution_and_positive_for_two(features):
     a, b = features[:300], features[300:]
     same, same_std = kernel_inception_distance(a, b, subsets=20, subset_size=200)
@@ -88,15 +141,24 @@ def test_class_accuracy_and_generation_metrics_on_real_digits(feature_cache):
     assert class_accuracy(net, batch.x, (batch.y + 1) % 10) < 0.05
     half = len(test) // 2
     real, fake = batch.x[:half], batch.x[half:]
-    good = generation_metrics(net, real, fake, batch.y[half:])
+    views = {"classifier": net.embed, "pixels": lambda x: x.flatten(1)}
+    good = generation_metrics(views, real, fake, batch.y[half:], net)
     noise = torch.rand(fake.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    bad = generation_metrics(net, real, noise, batch.y[half:])
-    assert set(good) == {"fd", "kid", "kid_std", "precision", "recall", "class_accuracy"}
-    assert good["fd"] * 10 < bad["fd"] and good["kid"] < bad["kid"]
+    bad = generation_metrics(views, real, noise, batch.y[half:], net)
+    per_view = ("fd", "fd_floor", "fd_inf", "fd_inf_floor", "kid", "kid_std", "precision",
+                "recall", "density", "coverage")
+    assert set(good) == {f"{m}/{v}" for m in per_view for v in views} | {"class_accuracy"}
+    for v in views:
+        assert good[f"fd/{v}"] * 2 < bad[f"fd/{v}"] and good[f"kid/{v}"] < bad[f"kid/{v}"]
+        assert good[f"fd_inf/{v}"] * 5 < bad[f"fd_inf/{v}"]
+        assert bad[f"coverage/{v}"] < good[f"coverage/{v}"] / 2
+    assert good["fd_floor/pixels"] == bad["fd_floor/pixels"]  # the floor is the real set's
     # 180 real points make wide k-NN balls, so noise still lands in some (docs/metrics.md)
-    assert good["precision"] > 0.8 and bad["precision"] < good["precision"] / 2
+    assert good["precision/classifier"] > 0.8
+    assert bad["precision/classifier"] < good["precision/classifier"] / 2
     assert good["class_accuracy"] > 0.95 and bad["class_accuracy"] < 0.3
-    assert "class_accuracy" not in generation_metrics(net, real, fake, torch.full((half,), -1))
+    assert "class_accuracy" not in generation_metrics(views, real, fake,
+                                                      torch.full((half,), -1), net)
 
 
 def test_inception_fid_uses_the_exported_extractor_given(tmp_path):

@@ -42,8 +42,9 @@ TINY = {
 EXPECTED = [f"tokenizer/{m}" for m in ("mse", "psnr", "ssim", "rfd", "lipschitz_encoder_mean",
                                        "lipschitz_decoder_mean", "nn_accuracy",
                                        "predictability")] + [
-    f"generation/{m}" for m in ("fd", "kid", "precision", "recall", "class_accuracy",
-                                "heldout_loss")]
+    f"generation/{m}/{v}" for m in ("fd", "fd_inf", "kid", "precision", "recall", "density",
+                                    "coverage") for v in ("pixels", "classifier", "ssl")] + [
+    "generation/class_accuracy", "generation/heldout_loss"]
 
 
 @functools.cache
@@ -79,7 +80,7 @@ def test_summary_has_every_metric_for_every_recipe(tiny_study):
     for name in EXPECTED:
         assert summary["directions"][name] in ("lower", "higher"), name
     for recipe in summary["recipes"]:
-        assert 0 <= metrics["generation/precision"][recipe]["mean"] <= 1
+        assert 0 <= metrics["generation/precision/ssl"][recipe]["mean"] <= 1
         assert 0 <= metrics["generation/class_accuracy"][recipe]["mean"] <= 1
         # the study's reconstruction figure is the run's own held-out figure
         run = out / summary["runs"][recipe][0]["tokenizer"]
@@ -154,30 +155,71 @@ def test_the_report_is_one_self_contained_file(tiny_study):
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) >= 8  # 2 x (reconstructions, samples), curves, fits, latent plots
     assert all(s.startswith("data:image/png;base64,") for s in sources)
-    assert page.count('class="best"') >= len(summary["metrics"]) - 2  # kid_std: no direction
+    ranked = [name for name, per in summary["metrics"].items() if summary["directions"][name]
+              and len({f["mean"] for f in per.values()}) > 1]  # ties mark nothing
+    assert page.count('class="best"') == len(ranked)
+    # the verdict table opens the report, one row per recipe against the reference
+    assert page.index("<h2>Verdicts</h2>") < page.index("<h2>Metrics</h2>")
+    assert "<td>coupled vs baseline</td>" in page and "one seed: no interval" in page
     assert "<td>coupled</td><td>t0</td><td>30</td><td>yes</td>" in page  # its last fits
 
 
-def test_summary_statistics_over_seeds(tmp_path):
+def _synthetic_summary(tmp_path, fd_inf: dict[str, dict[str, list[float]]]) -> dict:
+    """A summary of three seeds from given FD-infinity values per view and recipe."""
     cfg = study_from_dict({"recipes": ["baseline", "coupled"], "seeds": [0, 1, 2]})
     runs = plan(cfg, tmp_path)
-    fd = {"baseline": [10.0, 12.0, 14.0], "coupled": [7.0, 8.0, 9.0]}
     evaluations = [{"tokenizer": {"mse": 0.5, "seed": r.seed} | ({"usage": 0.9}
                                                                  if r.recipe == "coupled" else {}),
-                    "generation": {"fd": fd[r.recipe][r.seed], "samples": 60}} for r in runs]
-    summary = summarize(cfg, runs, evaluations, tmp_path)
-    assert summary["metrics"]["generation/fd"]["baseline"] == {
-        "mean": 12.0, "std": 2.0, "values": [10.0, 12.0, 14.0]}
-    assert summary["metrics"]["generation/fd"]["coupled"]["std"] == 1.0
+                    "generation": {f"fd_inf/{v}": values[r.recipe][r.seed]
+                                   for v, values in fd_inf.items()} | {"samples": 60}}
+                   for r in runs]
+    return summarize(cfg, runs, evaluations, tmp_path)
+
+
+def test_summary_statistics_over_seeds(tmp_path):
+    fd = {"baseline": [10.0, 12.0, 14.0], "coupled": [7.0, 8.0, 9.0]}
+    summary = _synthetic_summary(tmp_path, {"pixels": fd})
+    assert summary["metrics"]["generation/fd_inf/pixels"]["baseline"] == {
+        "mean": 12.0, "std": 2.0, "values": [10.0, 12.0, 14.0], "seeds": [0, 1, 2]}
+    assert summary["metrics"]["generation/fd_inf/pixels"]["coupled"]["std"] == 1.0
     assert summary["metrics"]["tokenizer/usage"]["baseline"] is None
-    assert set(summary["metrics"]) == {"tokenizer/mse", "tokenizer/usage", "generation/fd"}
+    assert set(summary["metrics"]) == {"tokenizer/mse", "tokenizer/usage",
+                                       "generation/fd_inf/pixels"}
     assert list(summary["metrics"])[0].startswith("tokenizer/")
-    assert headline(summary) == ["generation/fd: coupled 8 ± 1 vs baseline 12 ± 2 (0.67x, "
-                                 "lower is better)"]
+    found = summary["comparisons"]["generation/fd_inf/pixels"]["coupled"]
+    ratios = [7 / 10, 8 / 12, 9 / 14]
+    assert found["kind"] == "ratio" and found["n"] == 3
+    assert found["estimate"] == pytest.approx(math.prod(ratios) ** (1 / 3))
+    assert found["low"] < min(ratios) and found["high"] > max(ratios)
+    assert headline(summary) == [summary["verdicts"]["coupled"]["line"]]
+
+
+def test_a_synthetic_study_whose_views_disagree_or_agree(tmp_path):
+    base = [0.30, 0.33, 0.27]
+    scaled = lambda f: [b * f * (1 + 0.01 * i) for i, b in enumerate(base)]  # noqa: E731
+    disagree = {"pixels": {"baseline": base, "coupled": scaled(1.3)},
+                "ssl": {"baseline": base, "coupled": scaled(0.95)},
+                "classifier": {"baseline": base, "coupled": scaled(0.75)}}
+    summary = _synthetic_summary(tmp_path / "a", disagree)
+    verdict = summary["verdicts"]["coupled"]
+    assert verdict["views"] == ["pixels", "classifier", "ssl"]
+    assert verdict["generation"] == "worse" and verdict["line"].endswith(": views disagree)")
+    only_better = {v: {"baseline": base, "coupled": scaled(f)}
+                   for v, f in (("pixels", 1.0), ("ssl", 0.7), ("classifier", 0.7))}
+    assert _synthetic_summary(tmp_path / "b", only_better)["verdicts"]["coupled"][
+        "generation"] == "views disagree"
+    agree = {v: {"baseline": base, "coupled": scaled(0.7)} for v in disagree}
+    assert _synthetic_summary(tmp_path / "c", agree)["verdicts"]["coupled"]["generation"] == (
+        "better")
+    worse = {v: {"baseline": base, "coupled": scaled(1.4)} for v in disagree}
+    line = _synthetic_summary(tmp_path / "d", worse)["verdicts"]["coupled"]["line"]
+    assert line.startswith("coupled vs baseline: generation worse (FD∞ pixels 1.41x [")
 
 
 @pytest.mark.parametrize("name, way", [
     ("generation/fd", "lower"), ("generation/kid", "lower"), ("generation/kid_std", None),
+    ("generation/fd_inf/ssl", "lower"), ("generation/fd_inf_floor/ssl", None),
+    ("generation/fd_floor/pixels", None), ("generation/coverage/classifier", "higher"),
     ("generation/precision", "higher"), ("generation/heldout_loss", "lower"),
     ("tokenizer/psnr", "higher"), ("tokenizer/lipschitz_encoder_q95", "lower"),
     ("tokenizer/nn_accuracy", "higher"), ("tokenizer/usage", "higher"),
@@ -202,8 +244,8 @@ def test_the_preset_files_match_the_registry():
     for name in ("digits", "demo"):
         assert load_study(CONFIGS / f"{name}.yaml") == study_preset(name), name
     demo = study_preset("demo")
-    assert demo.recipes == ["baseline", "dae", "coupled", "coupled+dae"]
-    assert study_preset("digits").tokenizer == demo.tokenizer  # only budgets and seeds differ
+    assert demo.recipes == ["baseline", "coupled"] and len(demo.seeds) == 3
+    assert study_preset("digits").tokenizer == demo.tokenizer  # budgets, recipes, seeds differ
 
 
 def test_overrides_and_the_tokenizer_preset():

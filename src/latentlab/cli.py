@@ -121,7 +121,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                             f"'{args.labels}'") from None
     done = sample_to_file(args.generator, args.n, args.out, labels=labels, steps=args.steps,
                           guidance=args.cfg, seed=args.seed, grid=args.grid,
-                          sampler=args.sampler)
+                          sampler=args.sampler, layout=args.format)
     print(f"wrote {done['out']} ({done['n']} samples)" + (f" and {args.grid}" if args.grid
                                                           else ""))
     return 0
@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "0: unconditional)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--out", required=True, help="samples file to write (.npz)")
+    p.add_argument("--format", default="latentlab", choices=("latentlab", "adm"),
+                   help="latentlab: images + labels (the public format); adm: also arr_0 "
+                        "uint8 (N, H, W, C) and arr_1 labels, the layout the ADM evaluation "
+                        "suite reads (default: latentlab)")
     p.add_argument("--grid", help="also save a PNG grid of the first 100 samples")
     p.set_defaults(func=cmd_sample)
 

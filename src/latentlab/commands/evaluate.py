@@ -12,12 +12,13 @@ import json
 from pathlib import Path
 
 from latentlab.errors import UserError
+from latentlab.evaluation.generator import DEFAULT_N, MIN_REFERENCE, REFERENCES
 from latentlab.evaluation.probe import PROBE_STEPS
 from latentlab.io import write_json
 
 SUMMARY_KEYS = ("mse", "psnr", "ssim", "rfd", "lipschitz_encoder_mean", "lipschitz_decoder_mean",
-                "nn_accuracy", "predictability", "usage", "perplexity", "fd", "kid",
-                "precision", "recall", "class_accuracy", "bits_per_dim")
+                "nn_accuracy", "predictability", "usage", "perplexity", "class_accuracy",
+                "bits_per_dim")
 
 
 def run_kind(run: Path) -> str:
@@ -48,13 +49,16 @@ def record(run: Path, evaluation: dict, out: Path) -> None:
 
 
 def summary(evaluation: dict) -> str:
+    """One line: the main figures, FD-infinity per view with its real-vs-real floor."""
     parts = [f"{k} {evaluation[k]:.4g}" for k in SUMMARY_KEYS if k in evaluation]
+    parts += [f"fd_inf/{v} {evaluation[f'fd_inf/{v}']:.4g} (floor "
+              f"{evaluation[f'fd_inf_floor/{v}']:.2g})" for v in evaluation.get("views", [])]
     return f"{evaluation['kind']} on {evaluation['data']}: " + ", ".join(parts)
 
 
 def check_extractor(path: str) -> None:
     """Fail before any work if the --inception file cannot be loaded."""
-    from latentlab.metrics.generation import load_extractor
+    from latentlab.metrics.views import load_extractor
 
     if not Path(path).is_file():
         raise UserError(f"--inception: {path}: no such file")
@@ -86,7 +90,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         evaluation = evaluate_generator_run(run, n=args.n, cache_dir=args.cache_dir,
                                             seed=args.seed, samples=args.samples,
-                                            steps=args.steps, inception=args.inception)
+                                            steps=args.steps, inception=args.inception,
+                                            reference=args.reference)
     out = Path(args.out) if args.out else run / "evaluation.json"
     record(run, evaluation, out)
     print(summary(evaluation))
@@ -98,15 +103,22 @@ def register(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="score a trained tokenizer or generator run",
         description="Score a run: a tokenizer on reconstruction, reconstruction Fréchet "
-                    "distance and latent metrics; a generator on Fréchet distance, KID, "
-                    "precision/recall and class accuracy of fresh samples (and bits per "
-                    "dimension for an autoregressive prior). Features come from a small "
-                    "network trained once per dataset and cached. See docs/metrics.md.")
+                    "distance and latent metrics; a generator's fresh samples on raw and "
+                    "bias-corrected Fréchet distance with its real-vs-real floor, KID, "
+                    "precision/recall, density/coverage in several views (pixels, a "
+                    "classifier, its probabilities, a self-supervised encoder) and class "
+                    "accuracy (and bits per dimension for an autoregressive prior). The "
+                    "networks are trained once per dataset and cached. See docs/metrics.md.")
     p.add_argument("run", help="run directory of train-tokenizer or train-generator")
-    p.add_argument("--n", type=int, default=1000,
-                   help="samples to draw from a generator (default: 1000)")
+    p.add_argument("--n", type=int, default=DEFAULT_N,
+                   help=f"samples to draw from a generator (default: {DEFAULT_N})")
     p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
-    p.add_argument("--samples", help="score this samples.npz instead of drawing new samples")
+    p.add_argument("--samples", help="score this samples file (latentlab's samples.npz or "
+                                     "ADM's arr_0/arr_1 layout) instead of drawing new samples")
+    p.add_argument("--reference", default="auto", choices=REFERENCES,
+                   help="real items samples are scored against: auto (the test split, or the "
+                        f"training split when the test split has under {MIN_REFERENCE} "
+                        "items), test or train (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, pair draws and the "
                                                        "probe (default: 0)")
     p.add_argument("--probe-steps", type=int, default=PROBE_STEPS,

@@ -1,6 +1,7 @@
-"""Evaluate a trained generator run: sample, decode, and score the samples against the test
-split in the domain feature network's space; for an autoregressive prior also the rate, bits
-per dimension from its exact log-likelihood of the test tokens. Definitions in docs/metrics.md.
+"""Evaluate a trained generator run: sample, decode, and score the samples against a reference
+set of real items in every view (`metrics.views`); for an autoregressive prior also the rate,
+bits per dimension from its exact log-likelihood of the test tokens. Definitions in
+docs/metrics.md.
 
 Legend: N items, C channels, H height, W width, K classes, T tokens per item.
 """
@@ -21,22 +22,38 @@ from latentlab.data import load_dataset
 from latentlab.errors import UserError
 from latentlab.generation.encode import cached_split
 from latentlab.generation.sample import LoadedGenerator, sample_to_file
-from latentlab.metrics.features import feature_network
-from latentlab.metrics.generation import generation_metrics, inception_fid
+from latentlab.metrics.generation import generation_metrics
+from latentlab.metrics.views import dataset_views
 
 SAMPLES = "samples.npz"
-DEFAULT_N = 1000
+DEFAULT_N = 2000
+# the reference set is the test split unless it has fewer items than this, then the training
+# split: Fréchet distances and k-NN manifolds of a few hundred items are dominated by their
+# small-sample bias (digits: 360 test against 1437 training images)
+MIN_REFERENCE = 1000
+REFERENCES = ("auto", "test", "train")
 
 
 def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """A public samples file -> (items (N, C, H, W) in [-1, 1] or vectors (N, D), labels (N,))."""
+    """A samples file -> (items (N, C, H, W) in [-1, 1] or vectors (N, D), labels (N,)).
+
+    Reads latentlab's public format (`images` or `vectors`, `labels`) and the ADM evaluation
+    suite's (`arr_0` uint8 (N, H, W, C), optional `arr_1` labels; unconditional without it).
+    """
     try:
         with np.load(path, allow_pickle=False) as f:
-            labels = torch.as_tensor(f["labels"], dtype=torch.int64)
-            if "images" in f:
-                images = torch.as_tensor(f["images"])
+            if "arr_0" in f and "images" not in f:  # ADM's layout
+                images = torch.as_tensor(f["arr_0"])
+                labels = (torch.as_tensor(f["arr_1"], dtype=torch.int64) if "arr_1" in f
+                          else torch.full((len(images),), -1, dtype=torch.int64))
+                key = "arr_0"
+            else:
+                labels = torch.as_tensor(f["labels"], dtype=torch.int64)
+                key = "images" if "images" in f else None
+                images = torch.as_tensor(f["images"]) if key else None
+            if images is not None:
                 if images.dtype != torch.uint8 or images.ndim != 4:
-                    raise UserError(f"{path}: 'images' must be uint8 (N, H, W, C), got "
+                    raise UserError(f"{path}: '{key}' must be uint8 (N, H, W, C), got "
                                     f"{images.dtype} {tuple(images.shape)}")
                 items = rearrange(pixels.from_uint8(images), "n h w c -> n c h w")
             else:
@@ -46,6 +63,16 @@ def read_samples(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     if len(labels) != len(items):
         raise UserError(f"{path}: {len(items)} items but {len(labels)} labels")
     return items, labels
+
+
+def reference_split(spec: str, reference: str = "auto") -> str:
+    """The split samples are scored against: `reference`, or for "auto" the test split unless
+    it has fewer than MIN_REFERENCE items (then the larger training split)."""
+    if reference not in REFERENCES:
+        raise UserError(f"--reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
+    if reference != "auto":
+        return reference
+    return "test" if len(load_dataset(spec, "test")) >= MIN_REFERENCE else "train"
 
 
 def real_items(spec: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,24 +85,31 @@ def real_items(spec: str, split: str = "test") -> tuple[torch.Tensor, torch.Tens
 
 
 def score_samples(spec: str, samples: str | os.PathLike, cache_dir: str | os.PathLike | None
-                  = None, inception: str | os.PathLike | None = None) -> dict:
-    """Score a public samples file against the test split of dataset `spec`.
+                  = None, inception: str | os.PathLike | None = None, seed: int = 0,
+                  reference: str = "auto") -> dict:
+    """Score a samples file against a reference split of dataset `spec`, in every view.
 
-    Returns fd, kid, kid_std, precision, recall, class_accuracy (labelled samples of a labelled
-    dataset), feature_net_accuracy, samples and real (set sizes), and inception_fid when a
-    torch.export extractor (.pt2) is given.
+    Returns NAME/VIEW figures (fd, fd_floor, fd_inf, fd_inf_floor, kid, kid_std, precision,
+    recall, density, coverage; see `metrics.generation.view_metrics`), class_accuracy
+    (labelled samples of a labelled dataset), the judges' held-out figures
+    (feature_net_accuracy, ssl_retrieval, ssl_knn_accuracy), the views, the reference split
+    and the set sizes (samples, real).
     """
     fake, labels = read_samples(samples)
-    real, _ = real_items(spec)
+    split = reference_split(spec, reference)
+    real, _ = real_items(spec, split)
     if fake.shape[1:] != real.shape[1:]:
         raise UserError(f"{samples}: items of shape {tuple(fake.shape[1:])}, but {spec} has "
                         f"{tuple(real.shape[1:])}")
-    net = feature_network(spec, cache_dir)
-    out = generation_metrics(net, real, fake, labels)
-    out |= {"feature_net_accuracy": net.accuracy, "samples": len(fake), "real": len(real)}
-    if inception is not None and fake.ndim == 4:
-        out["inception_fid"] = inception_fid(real, fake, inception)
-    return out
+    if len(fake) < 4:
+        raise UserError(f"{samples}: {len(fake)} items; scoring needs at least 4")
+    train = real if split == "train" else real_items(spec, "train")[0]
+    views, judges = dataset_views(spec, train, cache_dir, inception)
+    from latentlab.metrics.features import feature_network
+
+    out = generation_metrics(views, real, fake, labels, feature_network(spec, cache_dir), seed)
+    return out | judges | {"views": list(views), "reference": split, "samples": len(fake),
+                           "real": len(real)}
 
 
 @torch.no_grad()
@@ -129,7 +163,8 @@ def heldout_figures(run: Path) -> dict[str, float]:
 def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
                            cache_dir: str | os.PathLike | None = None, seed: int = 0,
                            samples: str | os.PathLike | None = None, steps: int | None = None,
-                           inception: str | os.PathLike | None = None) -> dict:
+                           inception: str | os.PathLike | None = None,
+                           reference: str = "auto") -> dict:
     """Every generator metric of run directory `run`.
 
     Draws `n` samples (labels 0, 1, ..., K-1, 0, ... for a class-conditional generator) with
@@ -137,9 +172,9 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
     public format, and scores that file; or scores `samples` if given, drawing nothing.
 
     Returns:
-        A JSON-ready dict: fd, kid, kid_std, precision, recall, class_accuracy, the run's
-        heldout_* training figures, and for an autoregressive prior bits_per_dim,
-        bits_per_token, bits_per_image (and bits_per_dim_given_label).
+        A JSON-ready dict: the figures of `score_samples`, the run's heldout_* training
+        figures, and for an autoregressive prior bits_per_dim, bits_per_token, bits_per_image
+        (and bits_per_dim_given_label).
     """
     run = Path(run)
     loaded = LoadedGenerator.load(run)
@@ -151,7 +186,7 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
         sample_to_file(run, n, samples, steps=steps, seed=seed)
     out = {"kind": "generator", "family": loaded.cfg.generator.family, "data": spec,
            "seed": seed, "samples_file": str(samples)}
-    out |= score_samples(spec, samples, cache_dir, inception)
+    out |= score_samples(spec, samples, cache_dir, inception, seed, reference)
     out |= heldout_figures(run)
     if loaded.cfg.generator.family == "ar":
         out |= ar_rate(loaded, spec)

@@ -19,13 +19,14 @@ from latentlab.data.base import LatentlabDataset
 from latentlab.errors import UserError
 from latentlab.evaluation.probe import PROBE_STEPS, UNITS, predictability
 from latentlab.metrics.features import FeatureNet, feature_network
-from latentlab.metrics.generation import frechet_distance, inception_fid
+from latentlab.metrics.generation import frechet_distance
 from latentlab.metrics.latent import (
     cosine_histogram,
     eigenvalue_decay,
     lipschitz,
     nearest_neighbour_accuracy,
 )
+from latentlab.metrics.views import inception_fid
 from latentlab.recipes.baseline import evaluate_tokenizer
 from latentlab.recipes.train import TokenizerRunConfig
 from latentlab.tokenizers.tokenizer import Tokenizer

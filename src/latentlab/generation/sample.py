@@ -4,6 +4,8 @@ The samples file is a public contract (documented in the README):
     samples.npz   images  uint8 (N, H, W, C), pixel values 0..255
                   labels  int64 (N,), the class each sample was drawn for (-1: unconditional)
 For a generator of vectors (the mixture toy) `images` is replaced by `vectors` float32 (N, D).
+With layout "adm" the file also holds the arrays the ADM evaluation suite reads (Dhariwal &
+Nichol 2021, `evaluations/evaluator.py`): arr_0 = images, arr_1 = labels (conditional only).
 """
 
 from __future__ import annotations
@@ -92,8 +94,11 @@ def default_labels(n: int, num_classes: int) -> torch.Tensor | None:
 def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] | None = None,
                    steps: int | None = None, guidance: float | None = None, seed: int = 0,
                    grid: str | Path | None = None, sampler: str = "",
-                   batch_size: int = 500) -> dict:
-    """Draw `n` samples from the generator in `run`, write `out` (.npz) and optionally a grid."""
+                   batch_size: int = 500, layout: str = "latentlab") -> dict:
+    """Draw `n` samples from the generator in `run`, write `out` (.npz) and optionally a grid.
+
+    `layout` "adm" adds arr_0 (and arr_1 for labelled samples) for the ADM evaluation suite.
+    """
     loaded = LoadedGenerator.load(run)
     steps = steps if steps is not None else loaded.cfg.generator.steps
     if labels:
@@ -114,6 +119,13 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
     saved_labels = (chosen if chosen is not None else torch.full((n,), -1)).numpy()
     arrays = ({"images": pixels.to_hwc_uint8(samples)} if samples.ndim == 4
               else {"vectors": samples.numpy().astype(np.float32)})
+    if layout == "adm":
+        if samples.ndim != 4:
+            raise UserError("--format adm: the ADM layout holds images; this generator makes "
+                            "vectors")
+        arrays["arr_0"] = arrays["images"]
+        if chosen is not None:
+            arrays["arr_1"] = saved_labels.astype(np.int64)
     with atomic_path(Path(out)) as tmp, open(tmp, "wb") as f:
         np.savez(f, labels=saved_labels.astype(np.int64), **arrays)
     if grid and samples.ndim == 4:

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from latentlab.io import atomic_path, write_json
 from latentlab.nn.blocks import group_norm
 
 log = logging.getLogger("latentlab")
-WEIGHTS, RECORD = "feature_net.safetensors", "feature_net.json"
+NAME = "feature_net"  # feature_net.safetensors and feature_net.json in the cache
 FLIPS = 4  # classes of the proxy task of unlabelled images
 
 
@@ -228,19 +229,36 @@ def _record(net: FeatureNet, spec: str, fp: str) -> dict:
             "config": dataclasses.asdict(net.cfg)}
 
 
-def _load_cached(directory: Path, cfg: FeatureNetConfig) -> FeatureNet | None:
-    """The cached net if its record and weights are readable and were made with `cfg`."""
+def load_cached(directory: Path, name: str, cfg, build: Callable[[dict], nn.Module]
+                ) -> tuple[nn.Module, dict] | None:
+    """A network cached as `name`.safetensors + `name`.json in `directory`, if its record and
+    weights are readable and it was made with config `cfg`; `build(record)` makes the empty
+    network. None: missing, partly written by an older version, or corrupt (train again)."""
     try:
-        record = json.loads((directory / RECORD).read_text())
+        record = json.loads((directory / f"{name}.json").read_text())
         if record["config"] != dataclasses.asdict(cfg):
             return None
-        net = FeatureNet(tuple(record["shape"]), record["num_classes"], cfg)
-        net.load_state_dict(load_file(directory / WEIGHTS))
+        net = build(record)
+        net.load_state_dict(load_file(directory / f"{name}.safetensors"))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError,
             SafetensorError):
-        return None  # missing, partly written by an older version, or corrupt: train again
-    net.accuracy, net.task = float(record["accuracy"]), record["task"]
-    return net.eval()
+        return None
+    return net.eval(), record
+
+
+def save_cached(directory: Path, name: str, net: nn.Module, record: dict) -> None:
+    """Cache `net` and its JSON `record` (which must hold "config") for `load_cached`."""
+    tensors = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
+    with atomic_path(directory / f"{name}.safetensors") as tmp:
+        save_file(tensors, tmp)
+    write_json(directory / f"{name}.json", record)  # last: it marks the entry complete
+
+
+def cache_directory(spec: str, cache_dir: str | os.PathLike | None = None
+                    ) -> tuple[LatentlabDataset, LatentlabDataset, Path]:
+    """Both splits of dataset `spec` and the cache folder of its networks."""
+    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
+    return train, test, cache_root(cache_dir) / "features" / dataset_fingerprint(train, test)
 
 
 def feature_network(spec: str, cache_dir: str | os.PathLike | None = None,
@@ -261,20 +279,18 @@ def feature_network(spec: str, cache_dir: str | os.PathLike | None = None,
             (images under 8x8, unlabelled vectors).
     """
     cfg = cfg or FeatureNetConfig()
-    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
-    fp = dataset_fingerprint(train, test)
-    directory = cache_root(cache_dir) / "features" / fp
-    net = _load_cached(directory, cfg)
-    if net is not None:
+    train, test, directory = cache_directory(spec, cache_dir)
+    found = load_cached(directory, NAME, cfg, lambda r: FeatureNet(tuple(r["shape"]),
+                                                                   r["num_classes"], cfg))
+    if found is not None:
+        net, record = found
+        net.accuracy, net.task = float(record["accuracy"]), record["task"]
         return net
     log.info("training the feature network of %s (cached in %s)", spec, directory)
     try:
         net = train_feature_net(train, test, cfg)
     except ValueError as e:  # items the network cannot take, e.g. images under 8x8
         raise DataError(f"{spec}: no feature network: {e}") from None
-    tensors = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
-    with atomic_path(directory / WEIGHTS) as tmp:
-        save_file(tensors, tmp)
-    write_json(directory / RECORD, _record(net, spec, fp))  # last: it marks the entry complete
+    save_cached(directory, NAME, net, _record(net, spec, directory.name))
     log.info("feature network of %s: held-out %s accuracy %.4f", spec, net.task, net.accuracy)
     return net

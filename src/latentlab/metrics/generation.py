@@ -1,13 +1,21 @@
-"""Sample-quality metrics in the feature space of a domain network (`metrics.features`).
+"""Sample-quality metrics between two feature sets (the features come from a view,
+`metrics.views`).
 
 - Fréchet distance (Heusel et al. 2017): the distance between Gaussians fitted to two feature
   sets, ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2).
+- FD-infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score"): the
+  Fréchet distance is biased upwards by about c / n at set size n; measured on random subsets of
+  both sets at several fractions of their size and extrapolated linearly in 1 / n to n = inf.
 - KID (Bińkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, averaged over
   random subsets (torchmetrics' kernel).
 - precision / recall (Kynkäänniemi et al. 2019): each set's manifold is the union of balls
   around its points with radius the distance to the k-th nearest neighbour within the set;
   precision is the share of generated points inside the real manifold, recall the share of real
   points inside the generated one.
+- density / coverage (Naeem et al. 2020): with the real set's k-NN balls only, density counts
+  how many real balls each generated point falls in (divided by k: about 1 when the two
+  distributions match), coverage is the share of real balls that hold a generated point; both
+  are less sensitive to outliers than precision and recall.
 - class accuracy: the share of class-conditional samples the domain classifier assigns to the
   class they were drawn for.
 
@@ -16,17 +24,18 @@ Legend: N, M set sizes, F feature width, B batch, C channels, H height, W width.
 
 from __future__ import annotations
 
-import logging
-import os
-import zipfile
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from latentlab.metrics.features import FeatureNet
 
 PR_K = 3  # neighbours of the precision/recall manifolds (Kynkäänniemi et al. use k = 3)
+DC_K = 5  # neighbours of the density/coverage balls (Naeem et al. recommend k = 5)
+# subset fractions and draws per fraction of the FD-infinity fit: fractions from 0.3 keep every
+# subset well above the feature width of the views here (F <= 128 against >= 300 items)
+FD_INF_FRACTIONS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+FD_INF_DRAWS = 4
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 # direct differences, not the |a|^2 + |b|^2 - 2ab expansion: a point's distance to itself is
 # exactly 0, so duplicate points and a set scored against itself behave exactly
@@ -59,6 +68,32 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     cross = torch.linalg.eigvalsh(root @ s_b @ root).clamp_min(0).sqrt().sum()
     d = (mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * cross
     return max(float(d), 0.0)  # rounding can leave -1e-12 for identical sets
+
+
+def fd_infinity(a: torch.Tensor, b: torch.Tensor, fractions: tuple[float, ...] = FD_INF_FRACTIONS,
+                draws: int = FD_INF_DRAWS, seed: int = 0) -> float:
+    """Bias-corrected Fréchet distance FD-inf of feature sets a (N, F) and b (M, F).
+
+    For each fraction f, `draws` pairs of random subsets (without replacement) of round(f N)
+    items of a and round(f M) of b give FD(f); the least-squares line FD(f) = FD_inf + c / f is
+    evaluated at 1 / f = 0. Both sets are subsampled, so the bias of a small reference set is
+    removed too (Chong & Forsyth fix the reference statistics, having 50 000 of them). The
+    estimate is unbiased, not non-negative: a value below 0 means "indistinguishable at this
+    size", and its spread is shown by the real-vs-real floor.
+    """
+    _check_features(a, b)
+    g = torch.Generator().manual_seed(seed)
+    x, y = [], []
+    for f in fractions:
+        n, m = max(2, round(f * len(a))), max(2, round(f * len(b)))
+        for _ in range(draws if f < 1 else 1):  # f = 1: the whole sets, one value
+            sub_a = a[torch.randperm(len(a), generator=g)[:n]]
+            sub_b = b[torch.randperm(len(b), generator=g)[:m]]
+            x.append(1 / f)
+            y.append(frechet_distance(sub_a, sub_b))
+    design = torch.stack([torch.ones(len(x)), torch.tensor(x)], 1).double()
+    coef = torch.linalg.lstsq(design, torch.tensor(y, dtype=torch.float64)[:, None]).solution
+    return float(coef[0, 0])
 
 
 def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = KID_SUBSETS,
@@ -109,88 +144,76 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = PR_K
     return float(precision), float(recall)
 
 
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = DC_K
+                     ) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020) of fake (M, F) against real (N, F).
+
+    density = (1 / (k M)) sum_j #{i : fake_j in B(real_i, r_i)},
+    coverage = (1 / N) #{i : some fake_j in B(real_i, r_i)}, r_i the distance of real_i to its
+    k-th nearest real neighbour (float64 distances).
+    """
+    _check_features(real, fake)
+    real, fake = real.double(), fake.double()
+    radii = _kth_neighbour_radius(real, k)
+    inside = torch.cat([torch.cdist(part, real, compute_mode=EXACT) <= radii[None]
+                        for part in fake.split(1024)])  # (M, N)
+    return float(inside.sum() / (k * len(fake))), float(inside.any(0).double().mean())
+
+
 def class_accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of items (N, ...) the classifier assigns to their label (N,)."""
     assert len(images) == len(labels), f"{len(images)} items but {len(labels)} labels"
     return float((net.predict(images) == labels.cpu()).double().mean())
 
 
-def generation_metrics(net: FeatureNet, real_images: torch.Tensor, fake_images: torch.Tensor,
-                       fake_labels: torch.Tensor | None = None) -> dict[str, float]:
-    """fd, kid (and kid_std), precision, recall and, with labels, class_accuracy.
+Embed = Callable[[torch.Tensor], torch.Tensor]  # items (N, ...) -> features (N, F)
+
+
+def view_metrics(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """Every distribution metric of one view, from real (N, F) and fake (M, F) features.
+
+    fd: raw Fréchet distance at equal sizes, n = min(M, N // 2) samples against one half A of
+    the real set; fd_floor: the same for the other real half B against A, what a perfect
+    generator would read at that size; fd_inf and fd_inf_floor: FD-infinity of all samples
+    against all real items, and of B against A (about 0: its spread is the noise of fd_inf);
+    kid, kid_std; precision, recall (k = 3); density, coverage (k = 5).
+    """
+    g = torch.Generator().manual_seed(seed)
+    half = len(real) // 2
+    order = torch.randperm(len(real), generator=g)
+    a, b = real[order[:half]], real[order[half:2 * half]]
+    n = min(len(fake), half)
+    kid, kid_std = kernel_inception_distance(real, fake, seed=seed)
+    precision, recall = precision_recall(real, fake)
+    density, coverage = density_coverage(real, fake)
+    return {"fd": frechet_distance(fake[torch.randperm(len(fake), generator=g)[:n]], a[:n]),
+            "fd_floor": frechet_distance(b[:n], a[:n]),
+            "fd_inf": fd_infinity(real, fake, seed=seed),
+            "fd_inf_floor": fd_infinity(a, b, seed=seed),
+            "kid": kid, "kid_std": kid_std, "precision": precision, "recall": recall,
+            "density": density, "coverage": coverage}
+
+
+def generation_metrics(views: dict[str, Embed], real_items: torch.Tensor,
+                       fake_items: torch.Tensor, fake_labels: torch.Tensor | None = None,
+                       judge: FeatureNet | None = None, seed: int = 0) -> dict[str, float]:
+    """`view_metrics` in every view, as 'NAME/VIEW' (fd/pixels, fd_inf/ssl, ...), and the
+    class_accuracy of labelled samples when `judge` is a classifier of the classes.
 
     Args:
-        net: the domain feature network of the dataset.
-        real_images: (N, C, H, W) in [-1, 1] (or (N, D) vectors), usually the test split.
-        fake_images: (M, ...) samples of the same shape.
+        views: {view name: embedding function} (see `metrics.views`).
+        real_items: (N, C, H, W) in [-1, 1] (or (N, D) vectors), the reference set.
+        fake_items: (M, ...) samples of the same shape.
         fake_labels: (M,) classes the samples were drawn for; None (or all -1) for
             unconditional samples.
+        judge: the domain classifier that scores class accuracy.
+        seed: the random halves, subsets and KID draws.
     """
-    real, fake = net.embed(real_images), net.embed(fake_images)
-    kid, kid_std = kernel_inception_distance(real, fake)
-    precision, recall = precision_recall(real, fake)
-    out = {"fd": frechet_distance(real, fake), "kid": kid, "kid_std": kid_std,
-           "precision": precision, "recall": recall}
-    if fake_labels is not None and bool((fake_labels >= 0).all()) and net.task == "classes":
-        out["class_accuracy"] = class_accuracy(net, fake_images, fake_labels)
+    out = {}
+    for name, embed in views.items():
+        found = view_metrics(embed(real_items).double(), embed(fake_items).double(), seed)
+        out |= {f"{key}/{name}": value for key, value in found.items()}
+    if (fake_labels is not None and bool((fake_labels >= 0).all()) and judge is not None
+            and judge.task == "classes"):
+        out["class_accuracy"] = class_accuracy(judge, fake_items, fake_labels)
     return out
-
-
-INCEPTION_SIZE = 299
-
-
-def load_extractor(path: str | os.PathLike) -> nn.Module:
-    """A feature extractor saved with `torch.export.save` (a .pt2 file), in eval mode.
-
-    torch.export's format rebuilds the graph from its own schema (no pickled code is run), and
-    it supersedes TorchScript, which torch 2.13 deprecates.
-    """
-    if not zipfile.is_zipfile(path):  # a .pt2 program is a zip archive
-        raise ValueError(f"{path}: not a torch.export program (not a .pt2 archive)")
-    quiet = logging.getLogger("torch.export")  # it logs a traceback before raising
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    try:
-        program = torch.export.load(str(path))
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ValueError(f"{path}: not a torch.export program ({type(e).__name__}: {e})"
-                         ) from None
-    finally:
-        quiet.setLevel(level)
-    return program.module()
-
-
-@torch.no_grad()
-def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights_path: str | os.PathLike,
-                  batch_size: int = 64) -> float:
-    """FID with a feature extractor the user supplies; nothing is downloaded.
-
-    No Inception weights ship with latentlab. Export the pool3 extractor you trust (e.g. the
-    Inception-v3 of pytorch-fid or torch-fidelity, its input normalisation inside) as a
-    torch.export program with a dynamic batch dimension::
-
-        batch = torch.export.Dim("batch")
-        program = torch.export.export(model.eval(), (torch.rand(2, 3, 299, 299),),
-                                      dynamic_shapes=({0: batch},))
-        torch.export.save(program, "inception.pt2")
-
-    It must map (B, 3, 299, 299) float32 images in [0, 1] to (B, F) features. Images here are
-    resized bilinearly to 299x299 and grey images repeated to three channels.
-
-    Args:
-        real, fake: (N, C, H, W) images in [-1, 1], C in {1, 3}.
-        weights_path: the .pt2 file.
-    """
-    extractor = load_extractor(weights_path)
-
-    def embed(images: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for x in images.split(batch_size):
-            x = (x.float().clamp(-1, 1) + 1) / 2  # the extractor's [0, 1] convention
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-            x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
-                              align_corners=False)
-            parts.append(extractor(x).flatten(1).double())
-        return torch.cat(parts)
-
-    return frechet_distance(embed(real), embed(fake))

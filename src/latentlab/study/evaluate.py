@@ -5,12 +5,14 @@ The tokenizer is scored by `evaluation.tokenizer.evaluate_tokenizer_run` (recons
 reconstruction Fréchet distance, Lipschitz complexity, nearest-neighbour accuracy,
 predictability, codebook usage, cosine histogram, eigenvalues); the generator by
 `evaluation.generator.evaluate_generator_run`, which draws the samples, keeps them as the public
-`samples.npz` in the generator run, and scores them in the feature space of a domain network
-(Fréchet distance, KID, precision, recall, class accuracy, the held-out training loss).
+`samples.npz` in the generator run, and scores them in every view (`metrics.views`: raw and
+bias-corrected Fréchet distance with floors, KID, precision, recall, density, coverage), with
+the class accuracy and the held-out training loss.
 
 The evaluation dicts hold figures (numbers) and series (lists: eigenvalues, histograms).
-`run_metrics` turns the figures into flat `group/name` metrics that a study averages over seeds;
-the series stay in the run's `evaluation.json` for the report's plots.
+`run_metrics` turns the figures into flat `group/name` (or `group/name/view`) metrics that a
+study averages over seeds; the series stay in the run's `evaluation.json` for the report's
+plots.
 """
 
 from __future__ import annotations
@@ -19,25 +21,29 @@ import math
 from pathlib import Path
 
 # whether a smaller or a larger value is better, by the metric's name (matched as the whole
-# name or its prefix before "_", after dropping "heldout_")
+# name or its prefix before "_", after dropping "heldout_"; a view after "/" is ignored)
 DIRECTIONS: dict[str, str] = {
     "mse": "lower", "psnr": "higher", "ssim": "higher", "rfd": "lower",
     "lipschitz": "lower", "nn_accuracy": "higher", "predictability": "lower",
     "usage": "higher", "perplexity": "higher", "dead_codes": "lower",
     "fd": "lower", "kid": "lower", "precision": "higher", "recall": "higher",
     "class_accuracy": "higher", "loss": "lower", "nll": "lower", "bits": "lower",
+    "density": "higher", "coverage": "higher",
 }
-NO_DIRECTION = ("kid_std",)  # the uncertainty of KID, not a score
+# the uncertainty of KID and the real-vs-real floors (the same for every recipe): not scores
+NO_DIRECTION = ("kid_std", "fd_floor", "fd_inf_floor")
 # numbers that describe an evaluation rather than the run: seed, set sizes, the judge's own
 # held-out accuracy (the same feature network scores every run; the summary keeps it apart)
-NOT_METRICS = ("seed", "samples", "real", "feature_net_accuracy")
+NOT_METRICS = ("seed", "samples", "real", "feature_net_accuracy", "ssl_retrieval",
+               "ssl_knn_accuracy")
 GROUPS = ("tokenizer", "generation")  # the order of the metric groups, as in the pipeline
 
 
 def direction(metric: str) -> str | None:
-    """'lower' or 'higher' (is better) for a metric name such as 'generation/fd'; None when the
-    name says nothing about it."""
-    name = metric.split("/")[-1].removeprefix("heldout_")
+    """'lower' or 'higher' (is better) for a metric name such as 'generation/fd_inf/pixels';
+    None when the name says nothing about it."""
+    parts = metric.split("/")
+    name = (parts[1] if len(parts) > 1 else parts[0]).removeprefix("heldout_")
     if name in NO_DIRECTION:
         return None
     for known in sorted(DIRECTIONS, key=len, reverse=True):

@@ -21,6 +21,7 @@ from einops import rearrange
 from PIL import Image
 
 from latentlab import pixels
+from latentlab.evaluation.verdicts import Comparison
 from latentlab.io import write_text
 from latentlab.study import plots
 from latentlab.training.rundir import read_metrics
@@ -36,6 +37,7 @@ table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 td.best { background: #e3f4e1; font-weight: bold; }
+td.good { background: #e3f4e1; } td.bad { background: #f8e1e1; }
 tr.group td { background: #f4f4f4; font-weight: bold; text-align: left; }
 .grids { display: flex; flex-wrap: wrap; gap: 1.2em; }
 figure { margin: 0.4em; } figcaption { font-size: 0.85em; color: #555; }
@@ -123,6 +125,73 @@ def metrics_table(summary: dict) -> str:
         rows.append(f"<tr><td>{html.escape(stage)}</td><td></td>{cells}</tr>")
     return (f"<table><tr><th>metric</th><th>better</th>{head}</tr>{''.join(rows)}</table>"
             "<p>★ marks the best mean of each row; ± is the standard deviation over seeds.</p>")
+
+
+def _verdict_class(verdict: str | None) -> str:
+    return {"better": "good", "worse": "bad"}.get(verdict or "", "")
+
+
+def verdict_table(summary: dict) -> str:
+    """One row per recipe against the reference: its generation verdict and, per view, the
+    paired FD-infinity comparison with its 95 % interval over seeds."""
+    verdicts = summary.get("verdicts") or {}
+    if not verdicts:
+        return _note("one recipe: nothing to compare")
+    views = next(iter(verdicts.values()))["views"]
+    ref, comparisons = summary["reference"], summary.get("comparisons", {})
+    head = "".join(f"<th>FD∞ {html.escape(v)}</th>" for v in views)
+    rows = []
+    for recipe, found in verdicts.items():
+        cells = []
+        for view in views:
+            c = comparisons.get(f"generation/fd_inf/{view}", {}).get(recipe)
+            if c is None:
+                cells.append("<td>—</td>")
+                continue
+            text = Comparison(**c).text()
+            cells.append(f'<td class="{_verdict_class(c["verdict"])}">{html.escape(text)}'
+                         f"<br><small>{html.escape(c['verdict'] or '')}</small></td>")
+        accuracy = comparisons.get("generation/class_accuracy", {}).get(recipe)
+        cells.append(f"<td>{html.escape(Comparison(**accuracy).text())}<br><small>"
+                     f"{html.escape(accuracy['verdict'] or '')}</small></td>" if accuracy
+                     else "<td>—</td>")
+        rows.append(f"<tr><td>{html.escape(recipe)} vs {html.escape(ref)}</td>"
+                    f'<td class="{_verdict_class(found["generation"])}"><b>'
+                    f"{html.escape(found['generation'])}</b></td>{''.join(cells)}</tr>")
+    n = len(summary["seeds"])
+    return (f"<table><tr><th>recipe</th><th>generation</th>{head}<th>class accuracy</th></tr>"
+            f"{''.join(rows)}</table><p>FD∞: bias-corrected Fréchet distance; each cell is "
+            f"the recipe over the reference paired by seed (a ratio, or a difference where a "
+            f"value is not positive) with its 95 % interval over {n} seed(s) (Student-t with "
+            f"a bootstrap standard error). A recipe generates better only when FD∞ is "
+            f"significantly better in every view, worse when significantly worse in any.</p>")
+
+
+def fd_table(summary: dict) -> str:
+    """Per view: raw FD and FD-infinity of each recipe beside the real-vs-real floors."""
+    metrics, recipes = summary["metrics"], summary["recipes"]
+    views = summary.get("views") or []
+    if not views:
+        return _note("no per-view figures in this study's evaluation")
+
+    def cell(name: str, recipe: str) -> str:
+        return f"<td>{_fmt(metrics.get(name, {}).get(recipe))}</td>"
+
+    head = "".join(f"<th>{html.escape(r)}</th>" for r in recipes)
+    rows = []
+    for view in views:
+        for key, floor, label in (("fd_inf", "fd_inf_floor", "FD∞"),
+                                  ("fd", "fd_floor", "FD (raw)")):
+            floor_of = metrics.get(f"generation/{floor}/{view}", {}).get(recipes[0])
+            rows.append(f"<tr><td>{html.escape(view)}</td><td>{label}</td>"
+                        + "".join(cell(f"generation/{key}/{view}", r) for r in recipes)
+                        + f"<td>{_fmt(floor_of)}</td></tr>")
+    return (f"<table><tr><th>view</th><th>figure</th>{head}<th>real vs real floor</th></tr>"
+            f"{''.join(rows)}</table><p>Mean ± std over seeds. The raw FD compares "
+            "min(samples, half the reference) samples with one half of the reference set; "
+            "its floor is the other half against the same half, what a perfect generator "
+            "reads at that size. FD∞ extrapolates to infinitely many items (Chong & Forsyth "
+            "2020); its floor, two real halves, is about 0 and shows its noise.</p>")
 
 
 class _Runs:
@@ -318,12 +387,17 @@ def write_report(summary: dict, out_dir: str | Path) -> Path:
              f"every recipe: tokenizer {b['tokenizer_steps']} steps × {b['tokenizer_batch_size']}"
              f", generator ({html.escape(str(b['generator_family']))}) {b['generator_steps']} "
              f"steps × {b['generator_batch_size']}, {b['samples']} samples scored.</p>")
-    judge = summary.get("feature_net_accuracy")
-    if judge is not None:
-        intro += (f"<p>Generation metrics are measured in the feature space of a network "
-                  f"trained on the dataset's own training split (held-out accuracy "
-                  f"{judge:.1%}).</p>")
-    sections = [("Metrics", metrics_table(summary)),
+    judges = summary.get("judges") or {}
+    if judges:
+        known = ", ".join(f"{k} {v:.3f}" for k, v in judges.items()
+                          if isinstance(v, float) and v == v)
+        intro += (f"<p>Generation metrics are measured in the views "
+                  f"{html.escape(', '.join(summary.get('views') or []))} (docs/metrics.md) "
+                  f"against the {html.escape(str(summary.get('reference_split')))} split; "
+                  f"held-out quality of the trained judges: {html.escape(known)}.</p>")
+    sections = [("Verdicts", verdict_table(summary)),
+                ("Fréchet distance per view, with floors", fd_table(summary)),
+                ("Metrics", metrics_table(summary)),
                 ("Reconstructions and samples", _grids(runs)),
                 ("Training curves", _training_curves(runs)),
                 ("Scaling-law fits", _scaling(runs)),

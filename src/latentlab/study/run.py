@@ -32,9 +32,11 @@ from pathlib import Path
 from latentlab import config as C
 from latentlab.data import load_dataset
 from latentlab.errors import UserError
+from latentlab.evaluation.verdicts import Comparison, compare, generation_verdict, verdict_line
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.train import train_generator
 from latentlab.io import write_json, write_text
+from latentlab.metrics.views import IMAGE_VIEWS
 from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 from latentlab.study.config import StudyConfig, generator_run, tokenizer_run
 from latentlab.study.evaluate import GROUPS, direction, evaluate_run, run_metrics
@@ -45,6 +47,9 @@ log = logging.getLogger("latentlab")
 STUDY, GENERATOR, SUMMARY = "study.yaml", "generator.yaml", "summary.json"
 EVALUATION, TIMING = "evaluation.json", "timing.json"
 STAGES = ("tokenizer", "generator", "evaluate")
+# the version of what an evaluation measures: an evaluation.json of another is scored again
+# (2: several views, FD-infinity and floors, density/coverage, the reference split)
+PROTOCOL = 2
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
         clock.done(run.recipe, "generator", None)
 
     asked = {"samples": cfg.budget.samples, "seed": run.seed,
-             "probe_steps": cfg.evaluation.probe_steps}
+             "probe_steps": cfg.evaluation.probe_steps, "protocol": PROTOCOL}
     if not fresh and run.evaluation.exists():
         stored = json.loads(run.evaluation.read_text())
         if {k: stored.get(k) for k in asked} == asked:
@@ -189,10 +194,46 @@ def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
     return json.loads(run.evaluation.read_text())["evaluation"]
 
 
-def _spread(values: list[float]) -> dict:
-    """Mean, sample standard deviation (0 for one seed) and the values themselves."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "values": values}
+def _spread(values: dict[int, float]) -> dict:
+    """Mean, sample standard deviation (0 for one seed), the values and their seeds."""
+    std = statistics.stdev(values.values()) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values.values()), "std": std,
+            "values": list(values.values()), "seeds": list(values)}
+
+
+def compare_recipes(metrics: dict[str, dict], recipes: list[str]
+                    ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Paired comparisons of every recipe with the first over shared seeds, per metric, and
+    each recipe's generation verdict (see `evaluation.verdicts`).
+
+    Returns:
+        ({metric: {recipe: Comparison as dict}}, {recipe: {"generation": verdict,
+        "views": [...], "line": one-line summary}}).
+    """
+    reference, comparisons = recipes[0], {}
+    for name, per_recipe in metrics.items():
+        base = per_recipe.get(reference)
+        comparisons[name] = {}
+        for recipe in recipes[1:]:
+            figure = per_recipe.get(recipe)
+            if base and figure:
+                found = compare(dict(zip(base["seeds"], base["values"], strict=True)),
+                                dict(zip(figure["seeds"], figure["values"], strict=True)),
+                                direction(name))
+                comparisons[name][recipe] = found.as_dict() if found else None
+    views = [v for v in IMAGE_VIEWS if f"generation/fd_inf/{v}" in metrics]
+    verdicts = {}
+    for recipe in recipes[1:]:
+        per_view = {v: _comparison(comparisons[f"generation/fd_inf/{v}"].get(recipe))
+                    for v in views}
+        found = generation_verdict(per_view)
+        verdicts[recipe] = {"generation": found, "views": views,
+                            "line": verdict_line(recipe, reference, found, per_view)}
+    return comparisons, verdicts
+
+
+def _comparison(record: dict | None) -> Comparison | None:
+    return Comparison(**record) if record else None
 
 
 def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
@@ -205,8 +246,8 @@ def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
     for name in names:
         metrics[name] = {}
         for recipe in cfg.recipes:
-            values = [m[name] for r, m in zip(runs, per_run, strict=True)
-                      if r.recipe == recipe and name in m]
+            values = {r.seed: m[name] for r, m in zip(runs, per_run, strict=True)
+                      if r.recipe == recipe and name in m}
             metrics[name][recipe] = _spread(values) if values else None
     cost: dict[str, dict] = {}
     for recipe in cfg.recipes:
@@ -215,6 +256,8 @@ def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
         cost[recipe] = {f"{s}_s": statistics.fmean(t[s] for t in times if s in t)
                         for s in STAGES if any(s in t for t in times)}
     rel = lambda p: str(p.relative_to(out))  # noqa: E731 - paths stay valid if OUT moves
+    comparisons, verdicts = compare_recipes(metrics, list(cfg.recipes))
+    generation = next((e["generation"] for e in evaluations if "generation" in e), {})
     return {
         "dataset": cfg.data.spec,
         "recipes": list(cfg.recipes),
@@ -227,10 +270,13 @@ def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
             "generator_family": cfg.generator.generator.family},
         "metrics": metrics,
         "directions": {name: direction(name) for name in names},
+        "comparisons": comparisons,
+        "verdicts": verdicts,
         "seconds": cost,
-        "headline": cfg.evaluation.headline,
-        "feature_net_accuracy": next((e["generation"].get("feature_net_accuracy")
-                                      for e in evaluations if "generation" in e), None),
+        "judges": {k: generation[k] for k in ("feature_net_accuracy", "ssl_retrieval",
+                                              "ssl_knn_accuracy") if k in generation},
+        "reference_split": generation.get("reference"),
+        "views": generation.get("views", []),
         "runs": {recipe: [{"seed": r.seed, "tokenizer": rel(r.tokenizer),
                            "generator": rel(r.generator),
                            "samples": rel(r.generator / "samples.npz"),
@@ -274,25 +320,7 @@ def run_study(cfg: StudyConfig, out: str | Path, overwrite: bool = False) -> dic
     return summary
 
 
-def headline(summary: dict, metric: str | None = None) -> list[str]:
-    """One line per recipe comparing `metric` (default: the study's headline, else the
-    generator's held-out loss) with the reference recipe, e.g.
-    'generation/fd: coupled 12.3 ± 0.4 vs baseline 15.1 ± 0.6 (0.81x, lower is better)'."""
-    metrics = summary["metrics"]
-    wanted = ([metric] if metric
-              else [f"generation/{summary['headline']}", "generation/heldout_loss"])
-    name = next((m for m in wanted if m in metrics), None)
-    if name is None:
-        return []
-    ref = summary["reference"]
-    base = metrics[name].get(ref)
-    lines = []
-    for recipe in summary["recipes"]:
-        figure = metrics[name].get(recipe)
-        if recipe == ref or figure is None or base is None:
-            continue
-        ratio = figure["mean"] / base["mean"] if base["mean"] else float("nan")
-        lines.append(f"{name}: {recipe} {figure['mean']:.4g} ± {figure['std']:.2g} vs {ref} "
-                     f"{base['mean']:.4g} ± {base['std']:.2g} ({ratio:.2f}x, "
-                     f"{direction(name) or 'no direction'} is better)")
-    return lines
+def headline(summary: dict) -> list[str]:
+    """One verdict line per recipe against the reference, e.g. 'coupled vs baseline:
+    generation worse (FD∞ pixels 1.30x [1.20, 1.50], ...)' (see `evaluation.verdicts`)."""
+    return [v["line"] for v in summary.get("verdicts", {}).values()]
