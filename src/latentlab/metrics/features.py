@@ -43,13 +43,11 @@ FLIPS = 4  # classes of the proxy task of unlabelled images
 
 
 @dataclass
-class FeatureNetConfig:
-    width: int = 32
-    """Channels of the first stage (doubled per stage up to 4x); hidden width of the MLP."""
-    features: int = 128
-    """F, the width of the penultimate layer whose activations are the features."""
+class JudgeTraining:
+    """The fixed training budget of a judge network: Adam with cosine decay to zero."""
+
     epochs: float = 25.0
-    """Passes over the training split (Adam, cosine decay to zero), bounded by the two below."""
+    """Passes over the training split, bounded by the two below."""
     min_steps: int = 300
     """At least this many steps (small datasets: digits 8x8 reaches ~99 % in 300)."""
     max_steps: int = 5000
@@ -62,7 +60,7 @@ class FeatureNetConfig:
     """Seed of the initial weights and of the batch order."""
 
     def __post_init__(self):
-        for name in ("width", "features", "min_steps", "batch_size"):
+        for name in ("min_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_steps < self.min_steps:
@@ -73,6 +71,27 @@ class FeatureNetConfig:
         """Optimizer steps for a training split of n items."""
         wanted = math.ceil(self.epochs * n / self.batch_size)
         return min(self.max_steps, max(self.min_steps, wanted))
+
+    def optimizer(self, net: nn.Module, steps: int
+                  ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Adam at `lr` and its cosine decay to zero over `steps`."""
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        return opt, torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+
+@dataclass
+class FeatureNetConfig(JudgeTraining):
+    width: int = 32
+    """Channels of the first stage (doubled per stage up to 4x); hidden width of the MLP."""
+    features: int = 128
+    """F, the width of the penultimate layer whose activations are the features."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("width", "features"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
 
 def conv_stages(side: int) -> int:
@@ -186,9 +205,7 @@ def train_feature_net(train: LatentlabDataset, test: LatentlabDataset,
         net = FeatureNet(train.shape, train.num_classes if task == "classes" else FLIPS, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     steps = cfg.steps(len(train))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    opt, sched = cfg.optimizer(net, steps)
     net.train()
     for _ in range(steps):
         idx = torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=g)

@@ -30,6 +30,7 @@ from torch import nn
 from latentlab.data.base import LatentlabDataset
 from latentlab.errors import DataError
 from latentlab.metrics.features import (
+    JudgeTraining,
     cache_directory,
     conv_stages,
     load_cached,
@@ -41,7 +42,17 @@ NAME = "ssl_net"  # ssl_net.safetensors and ssl_net.json in the feature cache
 
 
 @dataclass
-class SSLConfig:
+class SSLConfig(JudgeTraining):
+    epochs: float = 100.0
+    """Passes over the training split, bounded by the two below."""
+    max_steps: int = 1000
+    """At most this many steps (32x32 datasets stay within minutes on a CPU)."""
+    batch_size: int = 256
+    """Images per step (each seen in two augmentations)."""
+    lr: float = 2e-3
+    """Peak learning rate."""
+    seed: int = 1
+    """Seed of the weights, batches and augmentations (the classifier uses 0)."""
     width: int = 16
     """Channels of the stem; each strided stage doubles them, up to 4x."""
     features: int = 64
@@ -50,31 +61,12 @@ class SSLConfig:
     """P, the width of the projection head the contrastive loss sees."""
     temperature: float = 0.2
     """Temperature of the NT-Xent loss."""
-    epochs: float = 100.0
-    """Passes over the training split, bounded by the two below."""
-    min_steps: int = 300
-    """At least this many steps."""
-    max_steps: int = 1000
-    """At most this many steps (32x32 datasets stay within minutes on a CPU)."""
-    batch_size: int = 256
-    """Images per step (each seen in two augmentations)."""
-    lr: float = 2e-3
-    """Peak learning rate of Adam (cosine decay to zero)."""
-    seed: int = 1
-    """Seed of the weights, batches and augmentations (the classifier uses 0)."""
 
     def __post_init__(self):
-        for name in ("width", "features", "projection", "min_steps", "batch_size"):
+        super().__post_init__()
+        for name in ("width", "features", "projection"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.max_steps < self.min_steps:
-            raise ValueError(f"max_steps: must be >= min_steps ({self.min_steps}), "
-                             f"got {self.max_steps}")
-
-    def steps(self, n: int) -> int:
-        """Optimizer steps for a training split of n items."""
-        wanted = math.ceil(self.epochs * n / self.batch_size)
-        return min(self.max_steps, max(self.min_steps, wanted))
 
 
 class SSLNet(nn.Module):
@@ -186,9 +178,7 @@ def train_ssl_net(train: LatentlabDataset, test: LatentlabDataset,
         net = SSLNet(train.shape, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     steps = cfg.steps(len(train))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    opt, sched = cfg.optimizer(net, steps)
     net.train()
     for _ in range(steps):
         idx = torch.randperm(len(train), generator=g)[:cfg.batch_size]
