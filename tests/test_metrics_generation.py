@@ -131,6 +131,11 @@ def test_kid_is_zero_within_noise_for_one_distribution_and_positive_for_two(feat
     assert shifted > 10 * (abs(same) + same_std)
     assert kernel_inception_distance(a, b, 5, 100, seed=7) == kernel_inception_distance(
         a, b, 5, 100, seed=7)
+    # one subset of everything is torchmetrics' own estimate
+    from torchmetrics.image.kid import poly_mmd
+
+    assert kernel_inception_distance(a, b, 1, 300)[0] == pytest.approx(float(poly_mmd(a, b)),
+                                                                       rel=1e-9)
 
 
 def test_class_accuracy_and_generation_metrics_on_real_digits(feature_cache):
