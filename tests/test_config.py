@@ -34,7 +34,7 @@ def test_yaml_dump_round_trips_and_is_commented(tmp_path):
     ({"train.stpes": 5}, "unknown field 'train.stpes'"),
     ({"train.steps": "many"}, "train.steps must be int, got 'many'"),
     ({"train.steps": 0}, "train.steps: must be >= 1, got 0"),
-    ({"train.precision": "fp16"}, "train.precision must be 'bf16' | 'fp32'"),
+    ({"train.precision": "fp16"}, "train.precision must be 'auto' | 'bf16' | 'fp32'"),
     ({"model.conv.ch_mult": [1, 0]}, "model.conv.ch_mult"),
     ({"train.batch_size": 10, "train.accumulate": 3}, "train.batch_size: 10 is not divisible"),
     ({"loss.reconstruction": 3}, "loss.reconstruction must be 'l1' | 'l2', got 3"),

@@ -14,7 +14,7 @@ generation figure is measured in several views and named after it (`fd_inf/pixel
 - `inception`: a user-supplied Inception extractor (a torch.export `.pt2`), images only.
 
 Vectors (the mixture toy) get `pixels` (their coordinates), `classifier` and `probabilities`.
-`IMAGE_VIEWS` are the views every verdict of a study must agree in.
+`IMAGE_VIEWS` are the views every verdict of a study must agree in (for vectors, the first two).
 
 Legend: N items, C channels, H height, W width, D values per item, F feature width.
 """
@@ -35,8 +35,8 @@ from latentlab.metrics.generation import Embed, frechet_distance
 
 PIXEL_COMPONENTS = 64  # the pixels view keeps at most this many dimensions
 PCA_FIT_ITEMS = 10_000  # principal components are fitted on at most this many training items
-IMAGE_VIEWS = ("pixels", "classifier", "ssl")  # the views a study verdict must agree in
-VECTOR_VIEWS = ("pixels", "classifier")
+# the views a study verdict must agree in (those of them a dataset has: vectors have no ssl)
+IMAGE_VIEWS = ("pixels", "classifier", "ssl")
 INCEPTION_SIZE = 299
 
 
