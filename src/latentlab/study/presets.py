@@ -23,11 +23,13 @@ DIGITS: dict = {
 
 # `latentlab demo`: the coupled recipe against the baseline, 3 seeds (the fewest that can make
 # a difference significant: see evaluation.verdicts), within 10 minutes on 2 CPU cores (README)
+# (measured on an AVX2-only EPYC, the slowest machine seen here: 800/600 steps took 13 minutes)
 DEMO: dict = C.merge(DIGITS, {
     "recipes": ["baseline", "coupled"],
     "seeds": [0, 1, 2],
-    "budget": {"tokenizer_steps": 800, "generator_steps": 600, "samples": 2000},
-    "evaluation": {"probe_steps": 300},
+    "generator": {"generator": {"steps": 25}},
+    "budget": {"tokenizer_steps": 500, "generator_steps": 400, "samples": 2000},
+    "evaluation": {"probe_steps": 200},
 })
 
 STUDY_PRESETS: dict[str, dict] = {"digits": DIGITS, "demo": DEMO}
