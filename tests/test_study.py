@@ -220,6 +220,7 @@ def test_a_synthetic_study_whose_views_disagree_or_agree(tmp_path):
     ("generation/fd", "lower"), ("generation/kid", "lower"), ("generation/kid_std", None),
     ("generation/fd_inf/ssl", "lower"), ("generation/fd_inf_floor/ssl", None),
     ("generation/fd_floor/pixels", None), ("generation/coverage/classifier", "higher"),
+    ("generation/density/pixels", None),
     ("generation/precision", "higher"), ("generation/heldout_loss", "lower"),
     ("tokenizer/psnr", "higher"), ("tokenizer/lipschitz_encoder_q95", "lower"),
     ("tokenizer/nn_accuracy", "higher"), ("tokenizer/usage", "higher"),

@@ -28,10 +28,12 @@ DIRECTIONS: dict[str, str] = {
     "usage": "higher", "perplexity": "higher", "dead_codes": "lower",
     "fd": "lower", "kid": "lower", "precision": "higher", "recall": "higher",
     "class_accuracy": "higher", "loss": "lower", "nll": "lower", "bits": "lower",
-    "density": "higher", "coverage": "higher",
+    "coverage": "higher",
 }
-# the uncertainty of KID and the real-vs-real floors (the same for every recipe): not scores
-NO_DIRECTION = ("kid_std", "fd_floor", "fd_inf_floor")
+# the uncertainty of KID and the real-vs-real floors (the same for every recipe): not scores;
+# density is about 1 when the distributions match, above 1 where samples crowd into dense
+# regions (Naeem et al. 2020), so neither way is better
+NO_DIRECTION = ("kid_std", "fd_floor", "fd_inf_floor", "density")
 # numbers that describe an evaluation rather than the run: seed, set sizes, the judge's own
 # held-out accuracy (the same feature network scores every run; the summary keeps it apart)
 NOT_METRICS = ("seed", "samples", "real", "feature_net_accuracy", "ssl_retrieval",
