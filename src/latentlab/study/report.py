@@ -21,9 +21,9 @@ from einops import rearrange
 from PIL import Image
 
 from latentlab import pixels
-from latentlab.evaluation.verdicts import Comparison
 from latentlab.io import write_text
 from latentlab.study import plots
+from latentlab.study.tables import fd_table, metrics_table, note, verdict_table
 from latentlab.training.rundir import read_metrics
 
 TOKENIZER_LOSS = "loss/recon"
@@ -55,10 +55,6 @@ def _figure(png: bytes, caption: str) -> str:
     return f"<figure>{_img(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -84,114 +80,6 @@ def _curve(records: list[dict], key: str) -> plots.Curve | None:
     points = [(r["step"], r[key]) for r in records
               if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
     return ([p[0] for p in points], [float(p[1]) for p in points]) if points else None
-
-
-def _fmt(figure: dict | None) -> str:
-    if figure is None:
-        return "—"
-    return f"{figure['mean']:.4g} ± {figure['std']:.2g}"
-
-
-def metrics_table(summary: dict) -> str:
-    """Metrics as rows, recipes as columns, mean ± std over seeds; the best value of each row
-    (by the metric's direction) is marked."""
-    recipes = summary["recipes"]
-    head = "".join(f"<th>{html.escape(r)}</th>" for r in recipes)
-    rows, group = [], None
-    for name, per_recipe in summary["metrics"].items():
-        section = name.split("/")[0]
-        if section != group:
-            group = section
-            rows.append(f'<tr class="group"><td colspan="{len(recipes) + 2}">'
-                        f"{html.escape(section)}</td></tr>")
-        way = summary["directions"].get(name)
-        means = {r: f["mean"] for r, f in per_recipe.items() if f is not None}
-        best = None
-        if way and len(means) > 1 and len(set(means.values())) > 1:
-            best = (min if way == "lower" else max)(means, key=means.get)
-        cells = "".join(f'<td class="best">★ {_fmt(per_recipe.get(r))}</td>' if r == best
-                        else f"<td>{_fmt(per_recipe.get(r))}</td>" for r in recipes)
-        arrow = {"lower": "↓ lower", "higher": "↑ higher"}.get(way, "")
-        rows.append(f"<tr><td>{html.escape(name.split('/', 1)[-1])}</td><td>{arrow}</td>"
-                    f"{cells}</tr>")
-    seconds = summary.get("seconds", {})
-    stages = sorted({s for per in seconds.values() for s in per})
-    if stages:
-        rows.append(f'<tr class="group"><td colspan="{len(recipes) + 2}">wall time (s, mean '
-                    f"per run; not a quality metric)</td></tr>")
-    for stage in stages:
-        cells = "".join(f"<td>{seconds.get(r, {}).get(stage, float('nan')):.1f}</td>"
-                        for r in recipes)
-        rows.append(f"<tr><td>{html.escape(stage)}</td><td></td>{cells}</tr>")
-    return (f"<table><tr><th>metric</th><th>better</th>{head}</tr>{''.join(rows)}</table>"
-            "<p>★ marks the best mean of each row; ± is the standard deviation over seeds.</p>")
-
-
-def _verdict_class(verdict: str | None) -> str:
-    return {"better": "good", "worse": "bad"}.get(verdict or "", "")
-
-
-def verdict_table(summary: dict) -> str:
-    """One row per recipe against the reference: its generation verdict and, per view, the
-    paired FD-infinity comparison with its 95 % interval over seeds."""
-    verdicts = summary.get("verdicts") or {}
-    if not verdicts:
-        return _note("one recipe: nothing to compare")
-    views = next(iter(verdicts.values()))["views"]
-    ref, comparisons = summary["reference"], summary.get("comparisons", {})
-    head = "".join(f"<th>FD∞ {html.escape(v)}</th>" for v in views)
-    rows = []
-    for recipe, found in verdicts.items():
-        cells = []
-        for view in views:
-            c = comparisons.get(f"generation/fd_inf/{view}", {}).get(recipe)
-            if c is None:
-                cells.append("<td>—</td>")
-                continue
-            text = Comparison(**c).text()
-            cells.append(f'<td class="{_verdict_class(c["verdict"])}">{html.escape(text)}'
-                         f"<br><small>{html.escape(c['verdict'] or '')}</small></td>")
-        accuracy = comparisons.get("generation/class_accuracy", {}).get(recipe)
-        cells.append(f"<td>{html.escape(Comparison(**accuracy).text())}<br><small>"
-                     f"{html.escape(accuracy['verdict'] or '')}</small></td>" if accuracy
-                     else "<td>—</td>")
-        rows.append(f"<tr><td>{html.escape(recipe)} vs {html.escape(ref)}</td>"
-                    f'<td class="{_verdict_class(found["generation"])}"><b>'
-                    f"{html.escape(found['generation'])}</b></td>{''.join(cells)}</tr>")
-    n = len(summary["seeds"])
-    return (f"<table><tr><th>recipe</th><th>generation</th>{head}<th>class accuracy</th></tr>"
-            f"{''.join(rows)}</table><p>FD∞: bias-corrected Fréchet distance; each cell is "
-            f"the recipe over the reference paired by seed (a ratio, or a difference where a "
-            f"value is not positive) with its 95 % interval over {n} seed(s) (Student-t with "
-            f"a bootstrap standard error). A recipe generates better only when FD∞ is "
-            f"significantly better in every view, worse when significantly worse in any.</p>")
-
-
-def fd_table(summary: dict) -> str:
-    """Per view: raw FD and FD-infinity of each recipe beside the real-vs-real floors."""
-    metrics, recipes = summary["metrics"], summary["recipes"]
-    views = summary.get("views") or []
-    if not views:
-        return _note("no per-view figures in this study's evaluation")
-
-    def cell(name: str, recipe: str) -> str:
-        return f"<td>{_fmt(metrics.get(name, {}).get(recipe))}</td>"
-
-    head = "".join(f"<th>{html.escape(r)}</th>" for r in recipes)
-    rows = []
-    for view in views:
-        for key, floor, label in (("fd_inf", "fd_inf_floor", "FD∞"),
-                                  ("fd", "fd_floor", "FD (raw)")):
-            floor_of = metrics.get(f"generation/{floor}/{view}", {}).get(recipes[0])
-            rows.append(f"<tr><td>{html.escape(view)}</td><td>{label}</td>"
-                        + "".join(cell(f"generation/{key}/{view}", r) for r in recipes)
-                        + f"<td>{_fmt(floor_of)}</td></tr>")
-    return (f"<table><tr><th>view</th><th>figure</th>{head}<th>real vs real floor</th></tr>"
-            f"{''.join(rows)}</table><p>Mean ± std over seeds. The raw FD compares "
-            "min(samples, half the reference) samples with one half of the reference set; "
-            "its floor is the other half against the same half, what a perfect generator "
-            "reads at that size. FD∞ extrapolates to infinitely many items (Chong & Forsyth "
-            "2020); its floor, two real halves, is about 0 and shows its noise.</p>")
 
 
 class _Runs:
@@ -242,7 +130,7 @@ def _grids(runs: _Runs) -> str:
                                          "one class per column)"))
         parts.append(f"<h3>{html.escape(recipe)}</h3>"
                      + (f'<div class="grids">{"".join(figures)}</div>' if figures
-                        else _note("no images (vector data)")))
+                        else note("no images (vector data)")))
     return "".join(parts)
 
 
@@ -271,7 +159,7 @@ def _training_curves(runs: _Runs) -> str:
             figures.append(_figure(plots.fig_curves(tiny, f"{recipe}: tiny generator losses",
                                                     "loss", log_y=True),
                                    f"{recipe}: loss of each tiny generator (by width)"))
-    return f'<div class="grids">{"".join(figures)}</div>' if figures else _note("no logs")
+    return f'<div class="grids">{"".join(figures)}</div>' if figures else note("no logs")
 
 
 def _fit_row(recipe: str, fit: dict) -> str:
@@ -302,7 +190,7 @@ def _scaling(runs: _Runs) -> str:
                                "n_ref)^-alpha extrapolated to N_big (first seed)"))
         rows += [_fit_row(recipe, fit) for fit in fits.values()]
     if not figures:
-        return _note("no scaling-law fits: no recipe in this study trains tiny generators")
+        return note("no scaling-law fits: no recipe in this study trains tiny generators")
     table = ("<table><tr><th>recipe</th><th>series</th><th>step</th><th>accepted</th>"
              "<th>E</th><th>A</th><th>alpha</th><th>predicted L(N_big)</th>"
              f"<th>max |residual|</th><th>why refused</th></tr>{''.join(rows)}</table>")
@@ -323,7 +211,7 @@ def _latent(runs: _Runs) -> str:
     lipschitz = _bars(summary, lambda n: "lipschitz" in n, "Lipschitz complexity",
                       "ratios of output to input distances over sampled pairs (lower is "
                       "smoother); mean ± std over seeds")
-    parts.append(lipschitz or _note("no Lipschitz estimates in this study's evaluation"))
+    parts.append(lipschitz or note("no Lipschitz estimates in this study's evaluation"))
     spectra, cosines = {}, {}
     for recipe in summary["recipes"]:
         found = runs.tokenizer_eval(recipe)
@@ -341,7 +229,7 @@ def _latent(runs: _Runs) -> str:
                                                            "latents", "cosine"),
                              "pairwise cosine similarity of latents (first seed)"))
     if not (spectra or cosines):
-        parts.append(_note("no latent spectra or cosine histograms in this study's evaluation"))
+        parts.append(note("no latent spectra or cosine histograms in this study's evaluation"))
     return f'<div class="grids">{"".join(parts)}</div>'
 
 
@@ -350,7 +238,7 @@ def _codebook(summary: dict) -> str:
              for k in ("usage", "perplexity")]
     parts = [p for p in parts if p]
     return (f'<div class="grids">{"".join(parts)}</div>' if parts
-            else _note("continuous latents: no codebook"))
+            else note("continuous latents: no codebook"))
 
 
 def _numbers(value) -> list[float] | None:
