@@ -107,7 +107,9 @@ def test_short_coupled_run_keeps_the_latent_alive(tmp_path):
     assert all(r["latent/dead_channels"] == 0 for r in records if "latent/dead_channels" in r)
     fits = [f for f in metrics["scaling_fits"] if f["ok"]]
     assert fits and all(0 < r <= 1 for r in metrics["rho"])
-    assert all(len(f["residuals"]) == 3 for f in fits)
+    # fitted on held-out scorings: 3 sizes at each of the kept scorings
+    assert all(f["heldout"] and len(f["residuals"]) in (3, 6, 9, 12) for f in fits)
+    assert all(v > 0 for v in metrics["predicted_big_loss"])
     assert len(metrics["tiny_parameters"]) == 3
     assert metrics["tiny_parameters"] == sorted(metrics["tiny_parameters"])
 
@@ -157,8 +159,8 @@ def test_resume_mid_recipe_is_bit_identical(tmp_path, recipe, at):
     train_tokenizer(cfg, killed, "resume")
     a, b = weights(straight, 40), weights(killed, 40)
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key in a:  # bit-identical, NaN where no held-out scoring has been kept yet
+        assert torch.equal(a[key].nan_to_num(7.0), b[key].nan_to_num(7.0)), key
 
 
 def test_coupled_needs_the_big_generator_size():

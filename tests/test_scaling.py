@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from latentlab.recipes.scaling import IllPosedFit, PowerLaw, fit_power_law, rho_squared
+from latentlab.recipes.scaling import (
+    IllPosedFit,
+    PowerLaw,
+    fit_power_law,
+    fit_scaling_law,
+    rho_squared,
+)
 
 SIZES = np.geomspace(1e3, 1e6, 8)
 
@@ -82,3 +88,59 @@ def test_rho_squared_falls_back_to_one():
     assert rho_squared(law, 1e6, 0.0) == 1.0
     assert rho_squared(law, 1e6, math.nan) == 1.0
     assert rho_squared(law, 1e6, 0.1) == 1.0  # a law above the tiny loss predicts no gain
+
+
+# -- L(N, S) -----------------------------------------------------------------------------------
+
+BUDGETS = np.geomspace(2e3, 2e5, 5)
+
+
+def budget_points(noise: float, seed: int, e=0.4, a=30.0, alpha=0.5, b=20.0, beta=0.4):
+    """(n, s, loss) on the SIZES x BUDGETS grid of E + a N^-alpha + b S^-beta, with relative
+    Gaussian noise of std `noise`."""
+    n, s = (v.ravel() for v in np.meshgrid(SIZES, BUDGETS))
+    rng = np.random.default_rng(seed)
+    loss = (e + a * n ** -alpha + b * s ** -beta) * (1 + noise * rng.standard_normal(len(n)))
+    return n, s, loss
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_noisy_points_recover_the_law_in_size_and_budget(seed):
+    e, a, alpha, b, beta = 0.4, 30.0, 0.5, 20.0, 0.4
+    law = fit_scaling_law(*budget_points(0.002, seed))
+    e_fit, a_fit, b_fit = law.E, law.A, law.B
+    assert e_fit == pytest.approx(e, rel=0.05)
+    assert law.alpha == pytest.approx(alpha, rel=0.05)
+    assert law.beta == pytest.approx(beta, rel=0.05)
+    assert a_fit == pytest.approx(a * law.n_ref ** -alpha, rel=0.05)
+    assert b_fit == pytest.approx(b * law.s_ref ** -beta, rel=0.05)
+    # the prediction at a larger model *and* a longer budget than any point
+    truth = e + a * 1e7 ** -alpha + b * 1e6 ** -beta
+    assert law(1e7, 1e6) == pytest.approx(truth, rel=0.01)
+    # at infinite training only the budget term goes
+    assert law(1e7) == pytest.approx(e + a * 1e7 ** -alpha, rel=0.02)
+
+
+def test_one_budget_reduces_to_the_law_in_size():
+    losses = law_points(0.5, 40.0, 0.5, 0.003, 0)
+    both = fit_scaling_law(SIZES, np.full(len(SIZES), 5e4), losses)
+    alone = fit_power_law(SIZES, losses)
+    assert both == alone and both.B == 0
+    assert both(1e7, 5e4) == both(1e7) == alone(1e7)
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda n, s, l: tuple(v[s != s.max()] for v in (n, s, l)), None),  # 4 budgets: still fits
+    (lambda n, s, l: (n, np.where(s > np.median(s), s.max(), s.min()), l), "3 for L\\(N, S\\)"),
+    (lambda n, s, l: (n, s * 0, l), "finite and positive"),
+    (lambda n, s, l: (n, s, l[:-1]), "matching"),
+    (lambda n, s, l: (n, s, np.where(n == n.max(), l * 3, l)), "does not fall"),
+    (lambda n, s, l: (np.full_like(n, 1e3), s, l), "3 distinct sizes"),
+])
+def test_degenerate_points_in_size_and_budget_are_refused(change, why):
+    points = change(*budget_points(0.0, 0))
+    if why is None:
+        assert fit_scaling_law(*points).B > 0
+        return
+    with pytest.raises(IllPosedFit, match=why):
+        fit_scaling_law(*points)

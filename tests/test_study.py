@@ -92,11 +92,14 @@ def test_summary_has_every_metric_for_every_recipe(tiny_study):
 @pytest.mark.slow
 def test_every_recipe_gets_the_same_budget_and_generator(tiny_study):
     out, summary = tiny_study
-    generators = []
+    generators, steps, flops = [], [], []
     for recipe in summary["recipes"]:
         entry = summary["runs"][recipe][0]
         tok = json.loads((out / entry["tokenizer"] / "metrics.json").read_text())
-        assert tok["steps"] == 40 and tok["recipe"] == recipe
+        assert tok["recipe"] == recipe
+        steps.append(tok["steps"])
+        flops.append(tok["train_flops"])
+        assert summary["seconds"][recipe]["tokenizer_flops"] == tok["train_flops"]
         gen_run = out / entry["generator"]
         assert json.loads((gen_run / "metrics.json").read_text())["steps"] == 40
         cfg = C.load(GeneratorRunConfig, gen_run / "config.yaml")
@@ -107,6 +110,10 @@ def test_every_recipe_gets_the_same_budget_and_generator(tiny_study):
             assert f["labels"].dtype == np.int64
             np.testing.assert_array_equal(f["labels"], np.arange(60) % 10)
     assert generators[0] == generators[1]
+    # equal FLOPs: the dearest recipe trains for the budget's steps, the others for more, and
+    # every tokenizer for the same FLOPs (to the rounding of a step)
+    assert min(steps) == 40
+    assert max(flops) / min(flops) < 1 + 1.5 / 40
     coupled = json.loads((out / summary["runs"]["coupled"][0]["tokenizer"] /
                           "metrics.json").read_text())
     # the coupled recipe extrapolates to the study's generator (on this latent)
@@ -136,8 +143,8 @@ def test_a_changed_stage_is_trained_again_with_what_follows(tiny_study, tmp_path
     shutil.copytree(out, copy)
     tok = copy / "runs" / "baseline" / "seed0" / "tokenizer" / "metrics.json"
     before = tok.stat().st_mtime_ns
-    cfg = load_study(copy / "study.yaml", {"recipes": ["baseline"],
-                                           "budget.generator_steps": 20})
+    # (every recipe stays: with equal FLOPs, the tokenizer steps depend on the recipes compared)
+    cfg = load_study(copy / "study.yaml", {"budget.generator_steps": 20})
     summary = run_study(cfg, copy)
     assert tok.stat().st_mtime_ns == before  # the tokenizer's config did not change
     err = capsys.readouterr().err

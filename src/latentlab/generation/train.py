@@ -34,6 +34,7 @@ from latentlab.io import atomic_path, write_json
 from latentlab.tokenizers.tokenizer import Tokenizer, load_weights
 from latentlab.training import RunDir, train
 from latentlab.training import distributed as D
+from latentlab.training.flops import first_batch, mean_step_flops
 from latentlab.training.rundir import Mode
 
 log = logging.getLogger("latentlab")
@@ -101,13 +102,16 @@ def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new"
 
     torch.manual_seed(cfg.train.seed)
     objective = make_objective(cfg, what, tokenizer)
+    step_flops = mean_step_flops(objective, first_batch(train_data, cfg.train.batch_size),
+                                 cfg.train.steps, points=1)
     result = train(objective, train_data, cfg.train, run, text, eval_data=test_data,
                    num_workers=cfg.data.num_workers)
     model = result.eval_model
     metrics = {"test": {k.removeprefix("eval/"): v for k, v in result.evals.items()},
                "modelled": what.as_dict(),
                "parameters": sum(p.numel() for p in model.parameters()),
-               "steps": result.step, "replicas_identical": result.replicas_identical}
+               "steps": result.step, "replicas_identical": result.replicas_identical,
+               "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
     if world.is_main:
         save_generator(model, what, cfg, run.path / "generator")
         write_json(run.path / "metrics.json", metrics)

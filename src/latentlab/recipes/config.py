@@ -43,8 +43,13 @@ class CoupledConfig:
     for discrete ones."""
     widths: tuple[int, ...] = (32, 64, 128)
     """Widths of the tiny generators, a geometric series (at least 3 for the scaling fit)."""
+    tiny: Literal["mlp", "dit"] = "mlp"
+    """Network of the tiny generators of a continuous latent: an MLP on the flattened latent, or
+    the big generator in miniature (dit: its patching, depth, heads' width and conditioning at
+    each of `widths`; needs a DiT big generator)."""
     depth: int = 2
-    """Residual blocks (MLP) or transformer blocks (ar) of each tiny generator."""
+    """Residual blocks (MLP) or transformer blocks (ar) of each tiny generator (a tiny DiT takes
+    the big one's depth)."""
     weight: float = 0.1
     """Weight lambda of the predictability regularizer once ramped in."""
     ramp: int = 200
@@ -61,6 +66,12 @@ class CoupledConfig:
     """Detach the latent on the target path (what the generator regresses onto)."""
     fit_every: int = 100
     """Steps between scaling-law fits (M)."""
+    heldout: int = 256
+    """Test-split items whose latents score the tiny generators at every fit (continuous
+    latents): the fit uses these held-out losses, never training losses."""
+    fit_history: int = 4
+    """Held-out scorings the law L(N, S) is fitted on (the last ones); 1 fits L(N) on the last
+    scoring alone (then the prediction ignores the big generator's training budget)."""
     loss_ema: float = 0.98
     """Decay of the moving average of each tiny loss that the fit uses."""
     t_bins: int = 4
@@ -70,6 +81,22 @@ class CoupledConfig:
     it from `big_generator`."""
     big_generator: str = ""
     """A generator run config (YAML) whose network's parameter count is N_big."""
+    big_samples: int = 0
+    """S_big, the samples the big generator trains on (steps x batch); 0 takes it from
+    `big_generator` (with `big_parameters` alone: trained to convergence)."""
+    distortion: Literal["onestep", "ode", "gaussian"] = "onestep"
+    """What the decoder learns to undo: onestep, z + rho (z_tiny - z) with z_tiny the largest tiny
+    generator's one-step estimate from z_t; ode, rho times the endpoint error of its
+    probability-flow ODE from z to noise and back; gaussian, noise with the onestep error's
+    scale, rho * |z_tiny - z| / sqrt(D) * N(0, I) (the l-DeTok-style control)."""
+    ode_steps: int = 8
+    """Euler steps each way of the ode distortion's round trip."""
+    rho: float = -1.0
+    """The distortion's rho: negative takes it from the scaling fit (per t-bin); a value in
+    [0, 1] fixes it (the control for where rho comes from)."""
+    anneal: float = 0.0
+    """Last share of the training steps over which the distortion falls linearly to none, so
+    the decoder ends on clean latents (0: no annealing)."""
     distort_fraction: float = 0.5
     """Share of each batch the decoder sees distorted (z + rho * (z_tiny - z)); the rest clean."""
     t_range: tuple[float, float] = (0.0, 1.0)
@@ -84,14 +111,18 @@ class CoupledConfig:
             raise ValueError(f"widths: the scaling fit needs at least 3, got {list(self.widths)}")
         if any(w < 1 for w in self.widths) or list(self.widths) != sorted(set(self.widths)):
             raise ValueError(f"widths: must be increasing and positive, got {list(self.widths)}")
-        for name in ("depth", "fit_every", "t_bins"):
+        for name in ("depth", "fit_every", "t_bins", "fit_history", "ode_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("weight", "ramp", "start", "big_parameters"):
+        for name in ("weight", "ramp", "start", "big_parameters", "big_samples", "heldout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.loss_ema < 1:
             raise ValueError(f"loss_ema: must be in [0, 1), got {self.loss_ema}")
+        if self.rho > 1:
+            raise ValueError(f"rho: must be <= 1 (negative: from the fit), got {self.rho}")
+        if not 0 <= self.anneal < 1:
+            raise ValueError(f"anneal: must be in [0, 1), got {self.anneal}")
         if not 0 <= self.distort_fraction <= 1:
             raise ValueError(f"distort_fraction: must be in [0, 1], got {self.distort_fraction}")
         lo, hi = self.t_range

@@ -12,10 +12,20 @@ Per training step, on the latent z (B, L, *S) of the bottleneck:
 3. Every `fit_every` steps, L(N) = E + A N^(-alpha) is fitted per t-bin to moving averages of
    the L_k over the tiny parameter counts N_k, and extrapolated to N_big:
    rho^2 = L(N_big) / L_largest, clipped to (0, 1]. An ill-posed fit keeps the last good one.
-4. For the first `distort_fraction` of each batch, at t ~ U(t_range): n_tiny = the largest tiny
-   generator's one-step estimate of n from n_t; the decoder gets n_big = n + rho(t) (n_tiny - n)
-   mapped back to z's scale, i.e. z + rho (n_tiny - n) * std. The distortion is detached: the
-   decoder learns to undo it, the encoder is not asked to cause it.
+   With held-out latents (`heldout` test items, encoded in eval mode and standardised, scored
+   under fixed draws at every fit; never trained on), the fit is L(N, S) = E + A N^(-alpha) +
+   B S^(-beta) over the last `fit_history` scorings, S the samples each tiny generator had
+   trained on, and rho^2 = L(N_big, S_big) / L_largest(held-out) targets the big generator at
+   its own training budget.
+4. For the first `distort_fraction` of each batch the decoder gets a distorted latent, moved in
+   n's scale and mapped back to z's (times std), detached (the decoder learns to undo it, the
+   encoder is not asked to cause it), and scaled by the anneal factor (1 until the last `anneal`
+   share of training, then linearly to 0):
+   onestep   n + rho(t) (n_tiny - n), n_tiny the largest tiny generator's one-step estimate of n
+             from n_t at t ~ U(t_range);
+   gaussian  n + rho(t) |n_tiny - n| / sqrt(D) * N(0, I): the same scale, no structure;
+   ode       n + rho (n_rt - n), n_rt the endpoint of the tiny generator's probability-flow ODE
+             from n to noise and back (`ode_steps` Euler steps each way), rho = rms over t-bins.
 
 Legend: B batch, L latent channels, S latent spatial dims, D = L * prod(S), K tiny generators,
 T t-bins.
@@ -24,6 +34,7 @@ T t-bins.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,9 +42,16 @@ from einops import rearrange
 from torch import nn
 
 from latentlab.generators.process import per_batch
+from latentlab.generators.samplers import euler
 from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.scaling import PowerLaw, rho_squared
-from latentlab.recipes.tiny import num_parameters, tiny_generator, tiny_process
+from latentlab.recipes.tiny import (
+    BigGenerator,
+    binned_losses,
+    num_parameters,
+    tiny_generator,
+    tiny_process,
+)
 from latentlab.recipes.tracker import LossTracker
 from latentlab.tokenizers.bottlenecks.base import BottleneckOutput
 from latentlab.tokenizers.bottlenecks.identity import (
@@ -78,12 +96,12 @@ class Coupling(nn.Module):
     """
 
     def __init__(self, cfg: CoupledConfig, tiny: list[nn.Module], series: list[str],
-                 n_big: int):
+                 n_big: int, s_big: float = math.inf, history: int = 1):
         super().__init__()
-        self.cfg, self.n_big = cfg, n_big
+        self.cfg, self.n_big, self.s_big = cfg, n_big, s_big
         self.tiny = nn.ModuleList(tiny)
         self.sizes = [num_parameters(m) for m in self.tiny]
-        self.tracker = LossTracker(self.sizes, series, cfg.loss_ema)
+        self.tracker = LossTracker(self.sizes, series, cfg.loss_ema, history)
         self.phases = tuple(f"tiny_{w}" for w in cfg.widths)
         self.register_buffer("var_min", torch.ones(()))
         self._stored: list = []
@@ -91,6 +109,10 @@ class Coupling(nn.Module):
 
     def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
         raise NotImplementedError
+
+    def due(self, step: int) -> bool:
+        """Whether `observe` wants held-out latents at this step (continuous latents only)."""
+        return False
 
     def tiny_terms(self, k: int, stored) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss to train tiny generator k on, per-item values (B,), their series (B,))."""
@@ -124,7 +146,7 @@ class Coupling(nn.Module):
         self._step, self._stored, self._reads = step, [], [0] * len(self.tiny)
         self.tracker.fold()
         if step > 0 and step % self.cfg.fit_every == 0:
-            self.apply_fits(self.tracker.refit(step, self.n_big))
+            self.apply_fits(self.tracker.refit(step, self.n_big, self.s_big))
             if float(self.var_min) < self.cfg.min_variance:
                 log.warning("step %d: a latent channel's variance is %.2g, below coupled."
                             "min_variance=%g: the latent may be collapsing", step,
@@ -148,16 +170,26 @@ class LatentCoupling(Coupling):
         cfg: the recipe's settings.
         latent_shape: (L, *S) of one latent.
         family: flow, ddpm or vpsde.
-        n_big: parameter count of the big generator the fit extrapolates to.
+        big: the generator the fit extrapolates to (its size, budget and, for tiny DiTs, DiT).
+        steps: the run's length (places the annealing).
+        batch: samples per step (S of the tiny generators = step x batch).
     """
 
     def __init__(self, cfg: CoupledConfig, latent_shape: tuple[int, ...], family: str,
-                 n_big: int):
-        tiny = [tiny_generator(latent_shape, w, cfg.depth) for w in cfg.widths]
-        super().__init__(cfg, tiny, [f"t{b}" for b in range(cfg.t_bins)], n_big)
+                 big: BigGenerator, steps: int = 1, batch: int = 1):
+        dit = big.dit if cfg.tiny == "dit" else None
+        if cfg.tiny == "dit" and dit is None:
+            raise ValueError("tiny: dit builds the big generator in miniature, but the big "
+                             "generator is not a DiT (name its config in coupled.big_generator)")
+        tiny = [tiny_generator(latent_shape, w, cfg.depth, dit=dit) for w in cfg.widths]
+        super().__init__(cfg, tiny, [f"t{b}" for b in range(cfg.t_bins)], big.parameters,
+                         big.samples, cfg.fit_history)
+        self.steps, self.batch = steps, batch
         self.normalizer = IdentityBottleneck(latent_shape[0], IdentityConfig(normalize=True))
         self.process = tiny_process(family)
         self.register_buffer("rho", torch.ones(cfg.t_bins))
+        self.register_buffer("predicted", torch.full((cfg.t_bins,), math.nan))
+        self.register_buffer("observed_at", torch.tensor(-1))
 
     def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
         """Standardise the latent, add the regularizer, distort the decoder's share.
@@ -181,15 +213,33 @@ class LatentCoupling(Coupling):
         logs["coupled/lambda"] = torch.tensor(weight)
         latent = z
         rows = round(self.cfg.distort_fraction * z.shape[0])
-        if step >= self.cfg.start and self.fitted and rows:
-            latent = self._distorted(z, n, rows)
-        logs |= self.tracker.logs() | {"coupled/rho": self.rho.mean()}
+        if step >= self.cfg.start and (self.fitted or self.cfg.rho >= 0) and rows:
+            latent = self._distorted(z, n, rows, step)
+        logs |= self.tracker.logs() | {"coupled/rho": self.rho.mean(),
+                                       "coupled/anneal": torch.tensor(self.anneal(step))}
         logs |= {f"coupled/rho_t{b}": r for b, r in enumerate(self.rho)}
         return Coupled(latent, loss, logs)
 
     @property
     def fitted(self) -> bool:
         return any(self.tracker.fitted(b) for b in range(self.cfg.t_bins))
+
+    def due(self, step: int) -> bool:
+        return (self.cfg.heldout > 0 and step > 0 and step % self.cfg.fit_every == 0
+                and int(self.observed_at) != step)
+
+    @torch.no_grad()
+    def observe(self, step: int, z: torch.Tensor) -> None:
+        """Score every tiny generator on held-out latents z (N, L, *S), standardised per
+        channel over the set, per t-bin under fixed draws (`binned_losses`)."""
+        self.observed_at.fill_(step)
+        dims = [0, *range(2, z.ndim)]
+        n = (z.float() - z.float().mean(dims, keepdim=True)) / z.float().std(
+            dims, keepdim=True).clamp_min(1e-6)
+        x0 = rearrange(n, "b ... -> b (...)")
+        losses = torch.stack([binned_losses(self.process, m, x0, self.cfg.t_bins)
+                              for m in self.tiny])  # (K, T)
+        self.tracker.observe(step * self.batch, losses)
 
     def _regularizer(self, n: torch.Tensor) -> torch.Tensor:
         """L_pred on n, with gradient to n on the paths not detached."""
@@ -219,25 +269,89 @@ class LatentCoupling(Coupling):
         return (t.detach() * self.cfg.t_bins).long().clamp(0, self.cfg.t_bins - 1)
 
     def apply_fits(self, laws: list[PowerLaw | None]) -> None:
-        """rho per t-bin from its fit, against the largest tiny generator's loss there."""
-        largest = self.tracker.averages()[-1]
+        """rho per t-bin from its fit, against the largest tiny generator's latest loss there
+        (held-out once scored)."""
+        largest = self.tracker.latest()[-1]
         for b, law in enumerate(laws):
             if law is not None:
-                self.rho[b] = rho_squared(law, self.n_big, float(largest[b])) ** 0.5
+                self.predicted[b] = law(self.n_big, self.s_big)
+                self.rho[b] = rho_squared(law, self.n_big, float(largest[b]), self.s_big) ** 0.5
 
-    def _distorted(self, z: torch.Tensor, n: torch.Tensor, rows: int) -> torch.Tensor:
-        """z with its first `rows` items moved by rho(t) (n_tiny - n), in z's scale. The move
-        is detached; z keeps its gradient (the reconstruction must still reach the encoder)."""
-        with torch.no_grad():
-            x0 = rearrange(n[:rows], "b ... -> b (...)")  # (R, D)
+    def rho_at(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) rho at times t (B,): the fit's per t-bin, or the fixed `rho`."""
+        if self.cfg.rho >= 0:
+            return torch.full_like(t, self.cfg.rho)
+        return self.rho[self.bin_of(t)].to(t.dtype)
+
+    def anneal(self, step: int) -> float:
+        """1 until the last `anneal` share of training, then linearly to 0 at the last step."""
+        if self.cfg.anneal == 0:
+            return 1.0
+        last = self.steps - 1
+        return min(1.0, max(0.0, (last - step) / max(self.cfg.anneal * self.steps, 1.0)))
+
+    @torch.no_grad()
+    def move(self, x0: torch.Tensor, step: int) -> torch.Tensor:
+        """(R, D) the distortion of standardised latents x0 (R, D) (module docstring, 4.)."""
+        largest = self.tiny[-1]
+        if self.cfg.distortion == "ode":
+            rho = self.rho_at(torch.full((len(x0),), 0.5, device=x0.device))
+            if self.cfg.rho < 0:  # the rms over t-bins: the round trip crosses every t
+                rho = rho.new_full(rho.shape, float(self.rho.pow(2).mean().sqrt()))
+            error = round_trip(self.process, largest, x0, self.cfg.ode_steps) - x0
+        else:
             lo, hi = self.cfg.t_range
-            t = lo + (hi - lo) * torch.rand(rows, device=x0.device)
+            t = lo + (hi - lo) * torch.rand(len(x0), device=x0.device)
             x_t = self.process.add_noise(x0, torch.randn_like(x0), t)
-            estimate = self.process.x0_estimate(self.tiny[-1](x_t, t, None).float(), x_t, t)
-            moved = distort(x0, estimate, self.rho[self.bin_of(t)]) - x0  # (R, D)
+            error = self.process.x0_estimate(largest(x_t, t, None).float(), x_t, t) - x0
+            rho = self.rho_at(t)
+            if self.cfg.distortion == "gaussian":
+                scale = error.norm(dim=1, keepdim=True) / math.sqrt(x0.shape[1])
+                error = scale * torch.randn_like(x0)
+        return distort(x0, x0 + error, rho * self.anneal(step)) - x0
+
+    def _distorted(self, z: torch.Tensor, n: torch.Tensor, rows: int, step: int
+                   ) -> torch.Tensor:
+        """z with its first `rows` items moved (`move`), in z's scale. The move is detached; z
+        keeps its gradient (the reconstruction must still reach the encoder)."""
+        with torch.no_grad():
+            moved = self.move(rearrange(n[:rows], "b ... -> b (...)"), step)  # (R, D)
             std = rearrange(self.normalizer.std(z), "l -> l" + " 1" * (z.ndim - 2))
             delta = (moved.reshape(n[:rows].shape) * std).to(z.dtype)  # (R, L, *S)
         return torch.cat([z[:rows] + delta, z[rows:]])
 
     def summary(self) -> dict:
-        return {"rho": self.rho.tolist()}
+        latest = self.tracker.heldout[-1]
+        return {"rho": self.rho.tolist(), "predicted_big_loss": self.predicted.tolist(),
+                "big_samples": self.s_big, "heldout_tiny_losses": latest.tolist(),
+                "heldout_samples": self.tracker.seen.tolist()}
+
+
+TIME_EPS = 1e-3
+"""The round trip runs over t in [TIME_EPS, 1 - TIME_EPS], where every path's x_t is finite."""
+
+
+def probability_flow(process, model: nn.Module, x: torch.Tensor, t: torch.Tensor
+                     ) -> torch.Tensor:
+    """dx/dt of the probability-flow ODE of any Gaussian path x_t = alpha_t x_0 + sigma_t eps,
+    from the model's estimates: alpha'(t) x0_hat + sigma'(t) eps_hat (DDIM's ODE; for the flow
+    path, alpha = 1 - t and sigma = t, it is the velocity eps_hat - x0_hat). x (B, D), t 0-d."""
+    tb = t.expand(len(x)).to(x.dtype)
+    x0_hat = process.x0_estimate(model(x, tb, None).float(), x, tb)
+    alpha, sigma = process.coefficients(tb)
+    eps_hat = (x - per_batch(alpha, x) * x0_hat) / per_batch(sigma, x)
+    h = 1e-4  # central differences: the coefficients of every process are smooth in t
+    (a_hi, s_hi), (a_lo, s_lo) = process.coefficients(tb + h), process.coefficients(tb - h)
+    d_alpha, d_sigma = (a_hi - a_lo) / (2 * h), (s_hi - s_lo) / (2 * h)
+    return per_batch(d_alpha, x) * x0_hat + per_batch(d_sigma, x) * eps_hat
+
+
+def round_trip(process, model: nn.Module, x0: torch.Tensor, steps: int) -> torch.Tensor:
+    """x0 (B, D) carried to noise and back along the model's probability-flow ODE (Euler,
+    `steps` each way); a perfect model on exact arithmetic returns x0."""
+    ts = torch.linspace(TIME_EPS, 1 - TIME_EPS, steps + 1, device=x0.device, dtype=x0.dtype)
+
+    def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return probability_flow(process, model, x, t)
+
+    return euler(field, euler(field, x0, ts), ts.flip(0))

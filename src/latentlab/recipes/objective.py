@@ -19,7 +19,12 @@ import torch
 from torch import nn
 
 from latentlab.data.base import Batch, LatentlabDataset
-from latentlab.recipes.baseline import LossConfig, evaluate_tokenizer, reconstruction_loss
+from latentlab.recipes.baseline import (
+    EVAL_BATCH,
+    LossConfig,
+    evaluate_tokenizer,
+    reconstruction_loss,
+)
 from latentlab.recipes.config import DAEConfig
 from latentlab.recipes.coupled import Coupling
 from latentlab.recipes.dae import switch_step, weak_decoder
@@ -46,9 +51,12 @@ class TokenizerObjective(Objective):
     """
 
     def __init__(self, tokenizer: Tokenizer, loss: LossConfig, dae: DAEConfig | None = None,
-                 coupling: Coupling | None = None, steps: int = 1):
+                 coupling: Coupling | None = None, steps: int = 1,
+                 heldout: torch.Tensor | None = None):
         super().__init__()
         self.tokenizer, self.cfg, self.coupling = tokenizer, loss, coupling
+        # held-out images whose latents score the tiny generators (not saved: data, not state)
+        self.register_buffer("heldout", heldout, persistent=False)
         self.weak_decoder = weak_decoder(tokenizer.cfg, dae) if dae is not None else None
         self.unused_parameters = dae is not None  # one decoder idles in each stage
         self.register_buffer("switch", torch.tensor(switch_step(steps, dae) if dae else -1))
@@ -113,6 +121,8 @@ class TokenizerObjective(Objective):
         latent, loss = out.latent, (out.loss if not frozen else out.loss.detach())
         logs = {f"bottleneck/{k}": v.detach() for k, v in out.stats.items()}
         if self.coupling is not None:
+            if self.heldout is not None and self.coupling.due(step):
+                self.coupling.observe(step, self.heldout_latents())
             coupled = self.coupling.couple(out, step, frozen)
             latent, loss = coupled.latent, loss + coupled.loss
             logs |= coupled.logs
@@ -131,6 +141,15 @@ class TokenizerObjective(Objective):
             loss = loss + self.cfg.discriminator.weight * weight * g_loss
             logs |= {"gan/g_loss": g_loss.detach(), "gan/adaptive_weight": weight.detach()}
         return loss, logs
+
+    @torch.no_grad()
+    def heldout_latents(self) -> torch.Tensor:
+        """(N, L, *S) eval-mode latents of the held-out images (as a latent cache holds them)."""
+        was_training = self.tokenizer.training
+        self.tokenizer.eval()
+        z = torch.cat([self.tokenizer.encode(x).latent for x in self.heldout.split(EVAL_BATCH)])
+        self.tokenizer.train(was_training)
+        return z
 
     def discriminator_step_loss(self, x: torch.Tensor, step: int):
         if not self.gan_on(step):

@@ -1,15 +1,22 @@
-"""The scaling law of generator loss in parameter count: L(N) = E + A * N^(-alpha).
+"""The scaling law of generator loss in parameter count N and training samples S:
 
-E is the loss no model size removes (the data's own entropy under the process), A * N^(-alpha)
-the part a larger model removes. Fitted on a few small generators, it predicts the loss of a
-larger one (Kaplan et al. 2020; Hoffmann et al. 2022 fit the same form). The coupled recipe uses
-the prediction to set how much error the big generator will leave; `latentlab scaling` checks it.
+    L(N, S) = E + A * N^(-alpha) + B * S^(-beta)
 
-The fit minimises relative residuals (L_fit(N_k) - L_k) / L_k by bounded least squares over
-E in [0, min L], A >= 0, alpha in [0, ALPHA_MAX], from several starting points. N is scaled by
-the geometric mean of the N_k so A stays of order L. A fit is refused (`IllPosedFit`) when the
-data cannot determine it: fewer than 3 distinct sizes, a non-finite or non-positive value, losses
-that do not fall with N, or a fit whose residuals are large.
+E is the loss no model size or training removes (the data's own entropy under the process),
+A * N^(-alpha) the part a larger model removes, B * S^(-beta) the part longer training removes
+(Hoffmann et al. 2022, "Chinchilla", fit this additive form; Kaplan et al. 2020 the L(N) part).
+Fitted on a few small generators observed at several points of their training, it predicts the
+loss of a larger one at *its* training budget, not at infinite training. With one budget S the
+S term cannot be told from E, and the fit is today's L(N) = E + A * N^(-alpha) (B = 0). The
+coupled recipe uses the prediction to set how much error the big generator will leave;
+`latentlab scaling` checks it.
+
+The fit minimises relative residuals (L_fit - L) / L by bounded least squares over E in
+[0, min L], A, B >= 0, alpha, beta in [0, ALPHA_MAX], from several starting points. N and S are
+scaled by their geometric means so A and B stay of order L. A fit is refused (`IllPosedFit`) when
+the data cannot determine it: fewer than 3 distinct sizes (or 2 distinct budgets: one is L(N),
+three are needed for the S term), a non-finite or non-positive value, losses that do not fall
+with N, or a fit whose residuals are large.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ class IllPosedFit(ValueError):
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """L(N) = E + A * (N / n_ref)^(-alpha), fitted to (n, loss) points."""
+    """L(N, S) = E + A * (N / n_ref)^(-alpha) + B * (S / s_ref)^(-beta), fitted to points
+    (n, s, loss); B = 0 when fitted at one budget (then L depends on N alone)."""
 
     E: float
     A: float
@@ -41,13 +49,38 @@ class PowerLaw:
     """Scale of N (the geometric mean of the fitted sizes), so A is a loss, not A * n_ref^alpha."""
     residuals: tuple[float, ...]
     """Relative residuals (fit - loss) / loss at the fitted points."""
+    B: float = 0.0
+    beta: float = 0.0
+    s_ref: float = 1.0
+    """Scale of S (the geometric mean of the fitted budgets)."""
 
-    def __call__(self, n: float) -> float:
-        return self.E + self.A * (n / self.n_ref) ** (-self.alpha)
+    def __call__(self, n: float, s: float = math.inf) -> float:
+        """The loss at N = n after S = s samples (s = inf: trained to convergence)."""
+        budget = 0.0 if self.B == 0 or math.isinf(s) else self.B * (s / self.s_ref) ** -self.beta
+        return self.E + self.A * (n / self.n_ref) ** (-self.alpha) + budget
 
     def as_dict(self) -> dict[str, float | list[float]]:
         return {"E": self.E, "A": self.A, "alpha": self.alpha, "n_ref": self.n_ref,
+                "B": self.B, "beta": self.beta, "s_ref": self.s_ref,
                 "residuals": list(self.residuals)}
+
+
+def _check_points(n: np.ndarray, loss: np.ndarray) -> None:
+    if not (np.isfinite(n).all() and np.isfinite(loss).all()):
+        raise IllPosedFit("a size or loss is not finite")
+    if (n <= 0).any() or (loss <= 0).any():
+        raise IllPosedFit("sizes and losses must be positive")
+    if len(np.unique(n)) < 3:
+        raise IllPosedFit(f"need at least 3 distinct sizes, got {len(np.unique(n))}")
+
+
+def _check_falls(n: np.ndarray, loss: np.ndarray) -> None:
+    """The loss at the largest size is below the loss at the smallest."""
+    small, large = np.argmin(n), np.argmax(n)
+    if not loss[large] < loss[small] * (1 - 1e-6):
+        raise IllPosedFit("the loss does not fall with size "
+                          f"({loss[small]:.6g} at N={n[small]:.0f}, {loss[large]:.6g} at "
+                          f"N={n[large]:.0f})")
 
 
 def fit_power_law(n: Sequence[float], loss: Sequence[float]) -> PowerLaw:
@@ -60,18 +93,10 @@ def fit_power_law(n: Sequence[float], loss: Sequence[float]) -> PowerLaw:
     if n_arr.shape != l_arr.shape or n_arr.ndim != 1:
         raise IllPosedFit(f"need matching 1-D sizes and losses, got {n_arr.shape} and "
                           f"{l_arr.shape}")
-    if not (np.isfinite(n_arr).all() and np.isfinite(l_arr).all()):
-        raise IllPosedFit("a size or loss is not finite")
-    if (n_arr <= 0).any() or (l_arr <= 0).any():
-        raise IllPosedFit("sizes and losses must be positive")
-    if len(np.unique(n_arr)) < 3:
-        raise IllPosedFit(f"need at least 3 distinct sizes, got {len(np.unique(n_arr))}")
+    _check_points(n_arr, l_arr)
     order = np.argsort(n_arr)
     n_arr, l_arr = n_arr[order], l_arr[order]
-    if not l_arr[-1] < l_arr[0] * (1 - 1e-6):
-        raise IllPosedFit("the loss does not fall with size "
-                          f"({l_arr[0]:.6g} at N={n_arr[0]:.0f}, {l_arr[-1]:.6g} at "
-                          f"N={n_arr[-1]:.0f})")
+    _check_falls(n_arr, l_arr)
 
     n_ref = float(np.exp(np.log(n_arr).mean()))
     x = n_arr / n_ref
@@ -104,9 +129,63 @@ def fit_power_law(n: Sequence[float], loss: Sequence[float]) -> PowerLaw:
     return PowerLaw(e, a, alpha, n_ref, tuple(float(r) for r in res))
 
 
-def rho_squared(law: PowerLaw, n_big: float, tiny_loss: float) -> float:
-    """rho^2 = L(N_big) / L_tiny, clipped to (0, 1]: the big generator's error as a share of
-    the tiny one's (1 when the law predicts no gain, or the tiny loss is not positive)."""
+def fit_scaling_law(n: Sequence[float], s: Sequence[float], loss: Sequence[float]) -> PowerLaw:
+    """Fit L(N, S) = E + A N^(-alpha) + B S^(-beta) to losses at (n, s) points: sizes n after
+    s training samples. One distinct s gives `fit_power_law` (B = 0).
+
+    Raises:
+        IllPosedFit: the points do not determine the law (see the module docstring).
+    """
+    n_arr, s_arr, l_arr = (np.asarray(v, dtype=np.float64) for v in (n, s, loss))
+    if not (n_arr.shape == s_arr.shape == l_arr.shape) or n_arr.ndim != 1:
+        raise IllPosedFit(f"need matching 1-D sizes, budgets and losses, got {n_arr.shape}, "
+                          f"{s_arr.shape} and {l_arr.shape}")
+    if not np.isfinite(s_arr).all() or (s_arr <= 0).any():
+        raise IllPosedFit("budgets must be finite and positive")
+    budgets = np.unique(s_arr)
+    if len(budgets) == 1:
+        return fit_power_law(n_arr, l_arr)
+    if len(budgets) < 3:
+        raise IllPosedFit(f"need 1 budget (L(N)) or at least 3 for L(N, S), got {len(budgets)}")
+    _check_points(n_arr, l_arr)
+    last = s_arr == budgets[-1]  # the size dependence is judged where training went furthest
+    if len(np.unique(n_arr[last])) >= 3:
+        _check_falls(n_arr[last], l_arr[last])
+
+    n_ref = float(np.exp(np.log(n_arr).mean()))
+    s_ref = float(np.exp(np.log(s_arr).mean()))
+    x, y = n_arr / n_ref, s_arr / s_ref
+    floor = float(l_arr.min())
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        e, a, alpha, b, beta = p
+        return (e + a * x ** (-alpha) + b * y ** (-beta) - l_arr) / l_arr
+
+    best = None
+    for share in (0.0, 0.5, 0.9):
+        gap = max((1 - share) * floor, 1e-12)
+        start = [share * floor, gap / 2, 0.5, gap / 2, 0.5]
+        fit = least_squares(residual, start, bounds=([0, 0, 0, 0, 0],
+                                                     [floor, np.inf, ALPHA_MAX, np.inf,
+                                                      ALPHA_MAX]))
+        if fit.success and (best is None or fit.cost < best.cost):
+            best = fit
+    if best is None:
+        raise IllPosedFit("least squares did not converge")
+    e, a, alpha, b, beta = (float(v) for v in best.x)
+    res = residual(best.x)
+    if not a > 0 or not alpha > 0:
+        raise IllPosedFit(f"no size dependence in the fit (A={a:.3g}, alpha={alpha:.3g})")
+    if np.abs(res).max() > MAX_RESIDUAL:
+        raise IllPosedFit(f"largest relative residual {np.abs(res).max():.1%} exceeds "
+                          f"{MAX_RESIDUAL:.0%}")
+    return PowerLaw(e, a, alpha, n_ref, tuple(float(r) for r in res), b, beta, s_ref)
+
+
+def rho_squared(law: PowerLaw, n_big: float, tiny_loss: float, s_big: float = math.inf
+                ) -> float:
+    """rho^2 = L(N_big, S_big) / L_tiny, clipped to (0, 1]: the big generator's error as a share
+    of the tiny one's (1 when the law predicts no gain, or the tiny loss is not positive)."""
     if not (tiny_loss > 0 and math.isfinite(tiny_loss)):
         return 1.0
-    return float(min(1.0, max(law(n_big) / tiny_loss, 1e-6)))
+    return float(min(1.0, max(law(n_big, s_big) / tiny_loss, 1e-6)))

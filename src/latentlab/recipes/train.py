@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,15 +22,18 @@ from latentlab import pixels
 from latentlab.data import load_dataset
 from latentlab.data.config import DataConfig
 from latentlab.errors import ConfigError, UserError
+from latentlab.generators.denoisers.dit import DiT
 from latentlab.io import write_json
 from latentlab.recipes.baseline import LossConfig, eval_batches, evaluate_tokenizer
 from latentlab.recipes.config import CoupledConfig, DAEConfig
 from latentlab.recipes.coupled import LatentCoupling
 from latentlab.recipes.coupled_tokens import TokenCoupling
 from latentlab.recipes.objective import TokenizerObjective
+from latentlab.recipes.tiny import BigGenerator
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 from latentlab.training import RunDir, TrainConfig, train
 from latentlab.training import distributed as D
+from latentlab.training.flops import first_batch, mean_step_flops
 from latentlab.training.rundir import Mode
 
 log = logging.getLogger("latentlab")
@@ -92,29 +96,35 @@ def save_reconstructions(tokenizer: Tokenizer, data, path: Path, n: int = 32) ->
     pixels.save_grid(torch.cat([view.x, recon]), path, nrow=16, scale=4)
 
 
-def big_generator_parameters(cfg: TokenizerRunConfig, latent: tuple[int, ...],
-                             num_classes: int) -> int:
-    """N_big of a coupled recipe: `coupled.big_parameters`, or the parameter count of the
-    network `coupled.big_generator` (a generator run config) builds for this latent."""
+def big_generator(cfg: TokenizerRunConfig, latent: tuple[int, ...], num_classes: int
+                  ) -> BigGenerator:
+    """What a coupled recipe extrapolates to: `coupled.big_parameters` (and `big_samples`), or
+    the network `coupled.big_generator` (a generator run config) builds for this latent, its
+    training samples (steps x batch) and, for a DiT, its config."""
     coupled = cfg.coupled
-    if coupled.big_parameters:
-        return coupled.big_parameters
+    if coupled.big_parameters and not coupled.big_generator:
+        return BigGenerator(coupled.big_parameters, coupled.big_samples or math.inf)
     if not coupled.big_generator:
         raise ConfigError("coupled.big_parameters: a coupled recipe extrapolates to the big "
                           "generator's size; set it, or coupled.big_generator to its config")
     from latentlab.generation.config import GeneratorRunConfig
     from latentlab.generation.models import Modelled, build_models
 
-    big = C.load(GeneratorRunConfig, coupled.big_generator).generator
+    run = C.load(GeneratorRunConfig, coupled.big_generator)
     discrete = cfg.model.bottleneck.kind in ("vq", "lfq", "fsq")
     vocab = Tokenizer(cfg.model).bottleneck.codebook_size or 0
     what = Modelled(latent[1:] if discrete else latent, "indices" if discrete else "latents",
                     num_classes, vocab)
-    return sum(p.numel() for p in build_models(big, what)["model"].parameters())
+    network = build_models(run.generator, what)["model"]
+    return BigGenerator(
+        coupled.big_parameters or sum(p.numel() for p in network.parameters()),
+        coupled.big_samples or run.train.steps * run.train.batch_size,
+        network.cfg if isinstance(network, DiT) else None)
 
 
-def build_objective(cfg: TokenizerRunConfig, data) -> TokenizerObjective:
-    """The tokenizer and the parts its recipe adds (see `recipes.objective`)."""
+def build_objective(cfg: TokenizerRunConfig, data, heldout=None) -> TokenizerObjective:
+    """The tokenizer and the parts its recipe adds (see `recipes.objective`); `heldout` (a
+    dataset never trained on, e.g. the test split) gives a coupled recipe's held-out latents."""
     tokenizer = Tokenizer(cfg.model)
     coupling = None
     if cfg.recipe.startswith("coupled"):
@@ -126,11 +136,31 @@ def build_objective(cfg: TokenizerRunConfig, data) -> TokenizerObjective:
             raise ConfigError(f"coupled.family: '{family}' does not fit a "
                               f"{'discrete' if tokenizer.discrete else 'continuous'} latent "
                               "(ar for vq/lfq/fsq; flow, ddpm or vpsde otherwise)")
-        n_big = big_generator_parameters(cfg, latent, data.num_classes)
-        coupling = (TokenCoupling(cfg.coupled, tokenizer.bottleneck, latent, n_big)
-                    if tokenizer.discrete else LatentCoupling(cfg.coupled, latent, family, n_big))
+        big = big_generator(cfg, latent, data.num_classes)
+        if tokenizer.discrete:
+            coupling = TokenCoupling(cfg.coupled, tokenizer.bottleneck, latent, big.parameters)
+        else:
+            try:
+                coupling = LatentCoupling(cfg.coupled, latent, family, big, cfg.train.steps,
+                                          cfg.train.batch_size)
+            except ValueError as e:
+                raise ConfigError(f"coupled.{e}") from None
     dae = cfg.dae if cfg.recipe.endswith("dae") else None
-    return TokenizerObjective(tokenizer, cfg.loss, dae, coupling, cfg.train.steps)
+    images = None
+    if coupling is not None and heldout is not None and cfg.coupled.heldout:
+        items = range(min(cfg.coupled.heldout, len(heldout)))
+        images = heldout.__getitems__(list(items)).x
+    return TokenizerObjective(tokenizer, cfg.loss, dae, coupling, cfg.train.steps, images)
+
+
+def tokenizer_step_flops(cfg: TokenizerRunConfig) -> float:
+    """Mean training FLOPs of one optimizer step of the tokenizer run `cfg` (every phase: the
+    autoencoder, tiny generators, discriminator), on one batch of its data."""
+    data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
+    test = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
+    cfg = build_tokenizer(cfg, data.shape)
+    objective = build_objective(cfg, data, heldout=test)
+    return mean_step_flops(objective, first_batch(data, cfg.train.batch_size), cfg.train.steps)
 
 
 def recipe_record(cfg: TokenizerRunConfig, objective: TokenizerObjective) -> dict:
@@ -141,6 +171,7 @@ def recipe_record(cfg: TokenizerRunConfig, objective: TokenizerObjective) -> dic
     if objective.coupling is not None:
         coupling = objective.coupling
         record |= {"tiny_parameters": coupling.sizes, "big_parameters": coupling.n_big,
+                   "tiny_network": "ar" if objective.tokenizer.discrete else cfg.coupled.tiny,
                    "tiny_series": coupling.tracker.series,
                    "tiny_losses": coupling.tracker.averages().tolist(),
                    "scaling_fits": coupling.tracker.records} | coupling.summary()
@@ -160,7 +191,9 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
     run.write_config(text)
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    objective = build_objective(cfg, data)
+    objective = build_objective(cfg, data, heldout=test)
+    step_flops = mean_step_flops(objective, first_batch(data, cfg.train.batch_size),
+                                 cfg.train.steps)
     result = train(objective, data, cfg.train, run, text, eval_data=test,
                    num_workers=cfg.data.num_workers)
 
@@ -172,7 +205,8 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
                "latent_shape": list(tokenizer.latent_shape(data.shape)),
                "latent_statistics": stats,
                "parameters": sum(p.numel() for p in tokenizer.parameters()),
-               "steps": result.step, "replicas_identical": result.replicas_identical}
+               "steps": result.step, "replicas_identical": result.replicas_identical,
+               "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
     metrics |= recipe_record(cfg, objective)
     if world.is_main:
         tokenizer.save(run.path / "tokenizer", meta={"data": data.name,

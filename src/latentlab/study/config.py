@@ -12,6 +12,11 @@ or the seed is shared, so the recipes are compared at equal budgets:
     generator     the generator run trained on every latent (its `tokenizer` is set per run)
     budget        optimizer steps of each stage and the number of samples scored; they replace
                   `tokenizer.train.steps` and `generator.train.steps`
+    variants      named recipes with their own tokenizer settings (an ablation: coupled with
+                  another distortion, on another bottleneck, ...); `recipes` may list them
+
+With `budget.equal_flops`, every tokenizer trains for the FLOPs of the most expensive one (the
+coupled recipes, with their tiny generators): a cheaper recipe gets proportionally more steps.
 """
 
 from __future__ import annotations
@@ -39,7 +44,11 @@ def _default_tokenizer() -> TokenizerRunConfig:
 @dataclass
 class BudgetConfig:
     tokenizer_steps: int = 1500
-    """Optimizer steps of every tokenizer (whatever its recipe)."""
+    """Optimizer steps of every tokenizer (whatever its recipe); with `equal_flops`, of the most
+    expensive one."""
+    equal_flops: bool = True
+    """Give every tokenizer the training FLOPs of the most expensive recipe (more steps for the
+    cheaper ones, measured by `training.flops`); false gives every one `tokenizer_steps`."""
     generator_steps: int = 1500
     """Optimizer steps of every generator."""
     samples: int = 2000
@@ -67,13 +76,37 @@ class EvaluationConfig:
 
 
 @dataclass
+class VariantConfig:
+    """A named recipe: a recipe with its own tokenizer settings, for ablations."""
+
+    name: str = ""
+    """How `recipes` and the report name it (letters, digits, - and _)."""
+    recipe: str = "coupled"
+    """The recipe it runs (baseline, dae, coupled, coupled+dae)."""
+    tokenizer: Any = field(default_factory=dict)
+    """Settings merged onto the study's tokenizer, e.g. {coupled: {distortion: gaussian}}."""
+
+    def __post_init__(self):
+        if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
+            raise ValueError(f"name: need letters, digits, - or _, got {self.name!r}")
+        if self.name in RECIPES:
+            raise ValueError(f"name: '{self.name}' is a recipe; a variant needs its own name")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe: unknown recipe '{self.recipe}' (known: "
+                             f"{', '.join(RECIPES)})")
+        if not isinstance(self.tokenizer, dict):
+            raise ValueError(f"tokenizer: must be a mapping, got {self.tokenizer!r}")
+
+
+@dataclass
 class StudyConfig:
     """Everything `latentlab study` needs."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """The dataset of every stage: tokenizer, latent cache, generator and evaluation."""
     recipes: list[str] = field(default_factory=lambda: ["baseline", "coupled"])
-    """Recipes to compare (baseline, dae, coupled, coupled+dae); the first is the reference."""
+    """Recipes to compare (baseline, dae, coupled, coupled+dae, or a variant's name); the first
+    is the reference."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds: each recipe is trained once per seed, tokenizer and generator alike."""
     tokenizer_preset: str = "digits-kl"
@@ -86,14 +119,19 @@ class StudyConfig:
     """Steps and samples per run, equal for every recipe."""
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     """How runs are scored."""
+    variants: list[VariantConfig] = field(default_factory=list)
+    """Named recipes with their own tokenizer settings, which `recipes` may list."""
 
     def __post_init__(self):
         if not self.recipes:
             raise ValueError("recipes: must name at least one recipe")
+        known = [*RECIPES, *(v.name for v in self.variants)]
+        if len(set(known)) != len(known):
+            raise ValueError("variants: two variants share a name")
         for recipe in self.recipes:
-            if recipe not in RECIPES:
+            if recipe not in known:
                 raise ValueError(f"recipes: unknown recipe '{recipe}' (known: "
-                                 f"{', '.join(RECIPES)})")
+                                 f"{', '.join(known)})")
         if len(set(self.recipes)) != len(self.recipes):
             raise ValueError(f"recipes: listed twice in {self.recipes}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -134,20 +172,27 @@ def load_study(path: str | Path | None = None,
     return study_from_dict(data, f"{path}: " if path else "")
 
 
-def tokenizer_run(cfg: StudyConfig, recipe: str, seed: int,
-                  big_generator: Path) -> TokenizerRunConfig:
-    """The tokenizer config of one run: the shared one with this recipe, seed, data, budget.
+def tokenizer_run(cfg: StudyConfig, recipe: str, seed: int, big_generator: Path,
+                  steps: int = 0) -> TokenizerRunConfig:
+    """The tokenizer config of one run: the shared one (with a variant's settings merged on)
+    with this recipe, seed, data and budget (`steps`, 0: `budget.tokenizer_steps`).
 
     A coupled recipe extrapolates its tiny generators to the generator trained next; unless the
     config names another, that is the study's own, whose config is the file `big_generator`.
     """
     t = cfg.tokenizer
+    variant = next((v for v in cfg.variants if v.name == recipe), None)
+    if variant is not None:
+        recipe = variant.recipe
+        t = C.from_dict(TokenizerRunConfig, C.merge(C.to_dict(t), variant.tokenizer),
+                        prefix=f"variants.{variant.name}.tokenizer.")
     coupled = t.coupled
     if recipe.startswith("coupled") and not (coupled.big_parameters or coupled.big_generator):
         coupled = dataclasses.replace(coupled, big_generator=str(big_generator))
     return dataclasses.replace(
         t, recipe=recipe, data=cfg.data, coupled=coupled,
-        train=dataclasses.replace(t.train, seed=seed, steps=cfg.budget.tokenizer_steps))
+        train=dataclasses.replace(t.train, seed=seed,
+                                  steps=steps or cfg.budget.tokenizer_steps))
 
 
 def generator_run(cfg: StudyConfig, tokenizer: Path | None, seed: int) -> GeneratorRunConfig:

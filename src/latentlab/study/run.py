@@ -37,7 +37,7 @@ from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.train import train_generator
 from latentlab.io import write_json, write_text
 from latentlab.metrics.views import IMAGE_VIEWS
-from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
+from latentlab.recipes.train import TokenizerRunConfig, tokenizer_step_flops, train_tokenizer
 from latentlab.study.config import StudyConfig, generator_run, tokenizer_run
 from latentlab.study.evaluate import GROUPS, direction, evaluate_run, run_metrics
 from latentlab.training.progress import format_duration
@@ -154,13 +154,30 @@ def _stage(run: StudyRun, stage: str, label: str, clock: Clock, work) -> None:
     clock.done(run.recipe, stage, seconds)
 
 
+def tokenizer_steps(cfg: StudyConfig, big_generator: Path) -> dict[str, int]:
+    """Tokenizer steps per recipe: `budget.tokenizer_steps` for all, or with `equal_flops` for
+    the most expensive recipe and proportionally more for the cheaper ones, so every tokenizer
+    trains for the same FLOPs (`training.flops`; the tiny generators' cost included)."""
+    steps = cfg.budget.tokenizer_steps
+    if not cfg.budget.equal_flops:
+        return dict.fromkeys(cfg.recipes, steps)
+    flops = {r: tokenizer_step_flops(tokenizer_run(cfg, r, cfg.seeds[0], big_generator))
+             for r in cfg.recipes}
+    most = max(flops.values())
+    found = {r: round(steps * most / f) for r, f in flops.items()}
+    log.info("equal FLOPs: tokenizer steps %s (GFLOP per step %s)", found,
+             {r: round(f / 1e9, 3) for r, f in flops.items()})
+    return found
+
+
 def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
-            big_generator: Path) -> dict:
+            big_generator: Path, steps: int = 0) -> dict:
     """Train, sample and score one recipe x seed, reusing finished stages; its evaluation.
 
-    `big_generator` is the study's generator config (what the coupled recipes aim at).
+    `big_generator` is the study's generator config (what the coupled recipes aim at); `steps`
+    the tokenizer's (0: `budget.tokenizer_steps`).
     """
-    tok = tokenizer_run(cfg, run.recipe, run.seed, big_generator)
+    tok = tokenizer_run(cfg, run.recipe, run.seed, big_generator, steps)
     fresh = not _reusable(run.tokenizer, tok, TokenizerRunConfig, skip=("model.in_channels",))
     if fresh:
         _forget_after(run, "tokenizer")
@@ -192,6 +209,19 @@ def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
         write_json(run.evaluation, asked | {"evaluation": found})
     _stage(run, "evaluate", label, clock, score)
     return json.loads(run.evaluation.read_text())["evaluation"]
+
+
+def _flops(runs: list[StudyRun]) -> dict[str, float]:
+    """Mean training FLOPs and steps of each trained stage over the runs (from metrics.json)."""
+    found: dict[str, float] = {}
+    for stage in ("tokenizer", "generator"):
+        stored = [json.loads((r.root / stage / "metrics.json").read_text()) for r in runs
+                  if (r.root / stage / "metrics.json").exists()]
+        stored = [m for m in stored if "train_flops" in m]
+        if stored:
+            found[f"{stage}_flops"] = statistics.fmean(m["train_flops"] for m in stored)
+            found[f"{stage}_steps"] = statistics.fmean(m["steps"] for m in stored)
+    return found
 
 
 def _spread(values: dict[int, float]) -> dict:
@@ -255,6 +285,7 @@ def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
                  if r.recipe == recipe and (r.root / TIMING).exists()]
         cost[recipe] = {f"{s}_s": statistics.fmean(t[s] for t in times if s in t)
                         for s in STAGES if any(s in t for t in times)}
+        cost[recipe] |= _flops([r for r in runs if r.recipe == recipe])
     rel = lambda p: str(p.relative_to(out))  # noqa: E731 - paths stay valid if OUT moves
     comparisons, verdicts = compare_recipes(metrics, list(cfg.recipes))
     generation = next((e["generation"] for e in evaluations if "generation" in e), {})
@@ -308,10 +339,12 @@ def run_study(cfg: StudyConfig, out: str | Path, overwrite: bool = False) -> dic
     write_text(out / GENERATOR, C.dump_yaml(generator_run(cfg, None, cfg.seeds[0])))
     runs = plan(cfg, out)
     clock = Clock([(r.recipe, s) for r in runs for s in STAGES])
+    big = (out / GENERATOR).resolve()
+    steps = tokenizer_steps(cfg, big)
     evaluations = []
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {run.recipe} seed {run.seed}"
-        evaluations.append(run_one(cfg, run, label, clock, (out / GENERATOR).resolve()))
+        evaluations.append(run_one(cfg, run, label, clock, big, steps[run.recipe]))
     summary = summarize(cfg, runs, evaluations, out)
     write_json(out / SUMMARY, summary)
     report = write_report(summary, out)

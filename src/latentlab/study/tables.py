@@ -44,10 +44,10 @@ def metrics_table(summary: dict) -> str:
     seconds = summary.get("seconds", {})
     stages = sorted({s for per in seconds.values() for s in per})
     if stages:
-        rows.append(f'<tr class="group"><td colspan="{len(recipes) + 2}">wall time (s, mean '
-                    f"per run; not a quality metric)</td></tr>")
+        rows.append(f'<tr class="group"><td colspan="{len(recipes) + 2}">cost (mean per run: '
+                    f"wall time in s, training FLOPs, steps; not a quality metric)</td></tr>")
     for stage in stages:
-        cells = "".join(f"<td>{seconds.get(r, {}).get(stage, float('nan')):.1f}</td>"
+        cells = "".join(f"<td>{seconds.get(r, {}).get(stage, float('nan')):.4g}</td>"
                         for r in recipes)
         rows.append(f"<tr><td>{html.escape(stage)}</td><td></td>{cells}</tr>")
     return (f"<table><tr><th>metric</th><th>better</th>{head}</tr>{''.join(rows)}</table>"
