@@ -98,11 +98,13 @@ class LossTracker(nn.Module):
         return PowerLaw(e, a, alpha, n_ref, (), b, beta, s_ref)
 
     def _points(self, s: int) -> tuple[list[float], list[float], list[float]]:
-        """(sizes, samples, losses) of series s: every kept held-out scoring, or the training
-        averages (one budget) before any."""
+        """(sizes, samples, losses) of series s: every kept held-out scoring (the last alone
+        while fewer than 3 are kept), or the training averages (one budget) before any."""
         if not self.observed:
             return list(self.sizes), [1.0] * len(self.sizes), self.averages()[:, s].tolist()
         rows = torch.isfinite(self.seen).nonzero().flatten().tolist()
+        if len(rows) < 3:  # L(N, S) needs 3 budgets: until then L(N) on the last scoring
+            rows = rows[-1:]
         n = [float(size) for _ in rows for size in self.sizes]
         seen = [float(self.seen[h]) for h in rows for _ in self.sizes]
         return n, seen, [float(v) for h in rows for v in self.heldout[h, :, s]]

@@ -38,7 +38,7 @@ NO_DIRECTION = ("kid_std", "fd_floor", "fd_inf_floor", "density")
 # held-out accuracy (the same feature network scores every run; the summary keeps it apart)
 NOT_METRICS = ("seed", "samples", "real", "feature_net_accuracy", "ssl_retrieval",
                "ssl_knn_accuracy")
-GROUPS = ("tokenizer", "generation")  # the order of the metric groups, as in the pipeline
+GROUPS = ("tokenizer", "generation", "scaling")  # the order of the groups, as in the pipeline
 
 
 def direction(metric: str) -> str | None:
@@ -46,6 +46,8 @@ def direction(metric: str) -> str | None:
     None when the name says nothing about it."""
     parts = metric.split("/")
     name = (parts[1] if len(parts) > 1 else parts[0]).removeprefix("heldout_")
+    if parts[0] == "scaling":  # a prediction's check: only its error has a better way
+        return "lower" if name == "abs_error" else None
     if name in NO_DIRECTION:
         return None
     for known in sorted(DIRECTIONS, key=len, reverse=True):

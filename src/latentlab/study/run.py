@@ -8,6 +8,8 @@ The study directory:
     OUT/runs/RECIPE/seedK/generator/       the generator on its latent, with samples.npz
     OUT/runs/RECIPE/seedK/evaluation.json  every figure of the run (and its series)
     OUT/runs/RECIPE/seedK/timing.json      seconds each stage took when it last ran
+    OUT/runs/RECIPE/seedK/scaling.json     coupled recipes: predicted vs actual big-generator
+                                           loss (`evaluation.scaling`)
     OUT/summary.json                       per metric and recipe: mean, std, values; budgets
     OUT/report.html                        the self-contained report (`report.write_report`)
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from latentlab import config as C
 from latentlab.data import load_dataset
 from latentlab.errors import UserError
+from latentlab.evaluation.scaling import scaling_figures, verify_prediction
 from latentlab.evaluation.verdicts import Comparison, compare, generation_verdict, verdict_line
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.train import train_generator
@@ -45,7 +48,7 @@ from latentlab.training.rundir import CONFIG
 
 log = logging.getLogger("latentlab")
 STUDY, GENERATOR, SUMMARY = "study.yaml", "generator.yaml", "summary.json"
-EVALUATION, TIMING = "evaluation.json", "timing.json"
+EVALUATION, TIMING, VERIFY = "evaluation.json", "timing.json", "scaling.json"
 STAGES = ("tokenizer", "generator", "evaluate")
 # the version of what an evaluation measures: an evaluation.json of another is scored again
 # (2: several views, FD-infinity and floors, density/coverage, the reference split)
@@ -211,6 +214,22 @@ def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
     return json.loads(run.evaluation.read_text())["evaluation"]
 
 
+def verify_run(run: StudyRun) -> dict | None:
+    """The coupled recipe's predicted big-generator loss against the actual one
+    (`evaluation.scaling`), kept in the run's scaling.json until the generator changes."""
+    if not (run.generator / "metrics.json").exists():
+        return None
+    path = run.root / VERIFY
+    made = (run.generator / "metrics.json").stat().st_mtime_ns
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("generator_mtime_ns") == made:
+            return stored["verification"]
+    found = verify_prediction(run.tokenizer, run.generator)
+    write_json(path, {"generator_mtime_ns": made, "verification": found})
+    return found
+
+
 def _flops(runs: list[StudyRun]) -> dict[str, float]:
     """Mean training FLOPs and steps of each trained stage over the runs (from metrics.json)."""
     found: dict[str, float] = {}
@@ -269,7 +288,9 @@ def _comparison(record: dict | None) -> Comparison | None:
 def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
               out: Path) -> dict:
     """Per metric and recipe: mean, std and values over seeds; budgets; runs; directions."""
-    per_run = [run_metrics(e) for e in evaluations]
+    per_run = [run_metrics(e) | {f"scaling/{k}": v for k, v in
+                                 scaling_figures(verify_run(r)).items()}
+               for r, e in zip(runs, evaluations, strict=True)]
     names = sorted({name for m in per_run for name in m},  # in pipeline order
                    key=lambda name: (GROUPS.index(name.split("/")[0]), name))
     metrics: dict[str, dict] = {}

@@ -1,0 +1,203 @@
+"""The coupled recipe's parts that make its claims checkable: tiny DiTs that are the big DiT in
+miniature, held-out tiny losses, the distortion options and their scale, annealing, and FLOP
+counts against the analytic count of a DiT's matmuls."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from latentlab.data import load_dataset
+from latentlab.generators.denoisers.dit import DiT, DiTBlock, DiTConfig
+from latentlab.recipes.config import CoupledConfig
+from latentlab.recipes.coupled import LatentCoupling, round_trip
+from latentlab.recipes.tiny import BigGenerator, binned_losses, num_parameters, tiny_generator
+from latentlab.recipes.train import build_objective
+from latentlab.training.flops import counted_flops
+from tests.conftest import tiny_run_config
+
+BIG = DiTConfig(input_size=4, in_channels=2, patch_size=2, width=128, depth=4, heads=4,
+                num_classes=10)
+SHAPE = (2, 4, 4)
+
+
+def coupling(**overrides) -> LatentCoupling:
+    cfg = CoupledConfig(widths=(32, 64, 96), depth=1, fit_every=10, start=0, ramp=5,
+                        **overrides)
+    torch.manual_seed(0)
+    return LatentCoupling(cfg, SHAPE, "flow", BigGenerator(10**6, 4e5, BIG), steps=100,
+                          batch=64)
+
+
+# -- tiny generators that are the big one in miniature -----------------------------------------
+
+def test_tiny_dits_share_the_big_dits_patching_depth_heads_and_conditioning():
+    big = DiT(BIG)
+    tiny = coupling(tiny="dit").tiny
+    for module, width in zip(tiny, (32, 64, 96), strict=True):
+        net = module.net
+        assert isinstance(net, DiT) and net.cfg.width == width
+        for field in ("patch_size", "depth", "mlp_ratio", "num_classes", "input_size",
+                      "in_channels"):
+            assert getattr(net.cfg, field) == getattr(BIG, field), field
+        assert net.cfg.width // net.cfg.heads == BIG.width // BIG.heads  # the head width
+        # the same blocks in the same order, with the same parameter shapes up to width
+        kinds = [type(m).__name__ for m in net.modules()]
+        assert kinds == [type(m).__name__ for m in big.modules()]
+        assert sum(isinstance(m, DiTBlock) for m in net.modules()) == BIG.depth
+        assert net.null_class == big.null_class == 10
+
+
+def test_tiny_dit_sizes_follow_the_width_series():
+    """Every matrix of a DiT block is width x width (times a constant), so past the fixed-size
+    parts (time frequencies, patch embedding, class table) parameters grow as width^2."""
+    sizes = [num_parameters(m) for m in coupling(tiny="dit").tiny]
+    assert sizes == sorted(sizes)
+    # the exact count of a DiT at width d: a d^2 + b d + c; three widths determine it, and a
+    # fourth (the big one) must follow
+    w = torch.tensor([32.0, 64.0, 96.0], dtype=torch.float64)
+    a, b, c = torch.linalg.solve(torch.stack([w**2, w, torch.ones(3, dtype=torch.float64)], 1),
+                                 torch.tensor(sizes, dtype=torch.float64))
+    assert float(a * 128**2 + b * 128 + c) == pytest.approx(num_parameters(DiT(BIG)), abs=0.5)
+    # per block 4 d^2 (attention) + 8 d^2 (MLP) + 6 d^2 (adaLN); the final adaLN 2 d^2 and the
+    # time MLP's second layer d^2
+    assert float(a) == pytest.approx(18 * BIG.depth + 3)
+
+
+def test_tiny_dit_takes_and_gives_flat_latents_and_needs_a_dit_big_generator():
+    model = tiny_generator(SHAPE, 32, 1, dit=BIG)
+    x, t = torch.randn(5, math.prod(SHAPE)), torch.rand(5)
+    assert model(x, t, None).shape == (5, math.prod(SHAPE))
+    with pytest.raises(ValueError, match="not a DiT"):
+        LatentCoupling(CoupledConfig(tiny="dit"), SHAPE, "flow", BigGenerator(10**6))
+    with pytest.raises(ValueError, match="head width 32"):
+        tiny_generator(SHAPE, 48, 1, dit=BIG)
+
+
+# -- held-out tiny losses ----------------------------------------------------------------------
+
+def test_heldout_losses_come_from_latents_the_tiny_generators_never_train_on(monkeypatch):
+    """The tiny phases train on what the autoencoder phase stored: the training batch. The
+    held-out scoring sees the test items, and nothing it scores is ever stored."""
+    cfg = dataclasses.replace(tiny_run_config(), recipe="coupled", coupled=CoupledConfig(
+        widths=(8, 16, 32), depth=1, fit_every=2, start=0, big_parameters=10**5, heldout=32))
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    objective = build_objective(cfg, train, heldout=test)
+    held = test.__getitems__(list(range(32))).x
+    assert torch.equal(objective.heldout, held)
+
+    encoded: list[torch.Tensor] = []
+    encode = objective.tokenizer.encode
+    monkeypatch.setattr(objective.tokenizer, "encode",
+                        lambda x: encoded.append(x) or encode(x))
+    batch = train.__getitems__(list(range(16)))
+    for step in range(5):
+        objective("autoencoder", batch, step)
+        stored = list(objective.coupling._stored)
+        for phase in objective.coupling.phases:
+            objective(phase, batch, step)
+        # everything the tiny phases trained on at this step came from the training batch
+        assert len(stored) == 1 and stored[0].shape[0] == len(batch.x)
+    heldout_calls = [x for x in encoded if x.shape[0] == 32]
+    assert len(heldout_calls) == 2  # steps 2 and 4
+    assert all(torch.equal(x, held) for x in heldout_calls)
+    # and no training image is a held-out image
+    flat = lambda v: {tuple(r.tolist()) for r in v.flatten(1)}  # noqa: E731
+    assert not flat(held) & flat(train.__getitems__(list(range(len(train)))).x)
+    tracker = objective.coupling.tracker
+    assert tracker.observed and tracker.seen[-1] == 4 * cfg.train.batch_size
+
+
+def test_binned_losses_use_the_same_draws_for_every_model():
+    x0 = torch.randn(40, 6)
+    process = coupling().process
+    zero = lambda x, t, c: torch.zeros_like(x)  # noqa: E731
+    a, b = binned_losses(process, zero, x0, 4), binned_losses(process, zero, x0, 4)
+    assert torch.equal(a, b) and a.shape == (4,)
+    # a model that predicts the flow target exactly from (x_t, t) and x0 scores 0 in every bin
+    tt = lambda t: t[:, None]  # noqa: E731
+    exact = lambda x, t, c: (x - (1 - tt(t)) * x0) / tt(t) - x0  # noqa: E731  eps - x0
+
+    assert binned_losses(process, exact, x0, 4).abs().max() < 1e-6
+
+
+# -- the distortion options --------------------------------------------------------------------
+
+def distortion_scale(c: LatentCoupling, rho: float, seed: int = 0) -> torch.Tensor:
+    """(R,) norm of the move of 64 latents at a fixed rho (same draws for every call)."""
+    c.cfg = dataclasses.replace(c.cfg, rho=rho)
+    torch.manual_seed(seed)
+    return c.move(torch.randn(64, math.prod(SHAPE)), step=10).norm(dim=1)
+
+
+@pytest.mark.parametrize("kind", ["onestep", "gaussian"])
+def test_onestep_and_gaussian_moves_scale_exactly_with_rho(kind):
+    c = coupling(distortion=kind)
+    full = distortion_scale(c, 1.0)
+    assert (full > 0).all()
+    for rho in (0.0, 0.25, 0.7):
+        if kind == "onestep":
+            torch.testing.assert_close(distortion_scale(c, rho), rho * full)
+        else:  # fresh Gaussian draws: the same scale on average over items and draws
+            ratio = torch.stack([distortion_scale(c, rho, seed=s) for s in range(30)]).mean()
+            expected = rho * torch.stack([distortion_scale(c, 1.0, seed=s)
+                                          for s in range(30)]).mean()
+            assert float(ratio) == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
+
+
+def test_gaussian_move_has_the_onestep_error_scale_and_no_direction():
+    onestep, gaussian = coupling(distortion="onestep"), coupling(distortion="gaussian")
+    a, b = distortion_scale(onestep, 1.0), distortion_scale(gaussian, 1.0)
+    assert float(b.mean() / a.mean()) == pytest.approx(1.0, rel=0.1)  # E|N(0, s^2 I)| ~ s
+
+
+def test_ode_move_grows_with_rho_and_vanishes_for_a_perfect_model():
+    c = coupling(distortion="ode", ode_steps=6)
+    scales = [float(distortion_scale(c, r).mean()) for r in (0.0, 0.2, 0.5, 1.0)]
+    assert scales[0] == 0 and all(a < b for a, b in zip(scales, scales[1:], strict=False))
+    # a field that is exact for a point mass at x0 = 0 (x_t = t eps): the round trip returns x0
+    point = lambda x, t, cond: x / t[:, None]  # noqa: E731  v = eps - x0 = x_t / t
+    x0 = torch.zeros(8, 5)
+    assert round_trip(c.process, point, x0, 6).abs().max() < 1e-5
+
+
+def test_annealing_reaches_clean_latents_at_the_end():
+    c = coupling(anneal=0.3)
+    assert c.anneal(0) == 1.0 and c.anneal(69) == 1.0
+    assert c.anneal(84) == pytest.approx(0.5, abs=0.02) and c.anneal(99) == 0.0
+    values = [c.anneal(s) for s in range(100)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    c.cfg = dataclasses.replace(c.cfg, rho=1.0)
+    x0 = torch.randn(16, math.prod(SHAPE))
+    assert c.move(x0, 99).abs().max() == 0
+    assert c.move(x0, 50).abs().max() > 0
+
+
+# -- FLOPs ---------------------------------------------------------------------------------------
+
+def analytic_dit_step_flops(cfg: DiTConfig, batch: int) -> float:
+    """Matmul FLOPs of a training step (forward + backward = 3 forwards, 2 FLOPs a
+    multiply-add) of a DiT on a batch: per token and block the qkv, output, and MLP matrices
+    plus the attention products; per item the adaLN modulations and the time MLP."""
+    d, tokens = cfg.width, (cfg.input_size // cfg.patch_size) ** 2
+    hidden = int(d * cfg.mlp_ratio)
+    patch = cfg.in_channels * cfg.patch_size**2
+    per_token = cfg.depth * (4 * d * d + 2 * d * hidden + 2 * tokens * d) + 2 * patch * d
+    per_item = cfg.depth * 6 * d * d + 2 * d * d + 256 * d + d * d
+    return 3 * 2 * batch * (tokens * per_token + per_item)
+
+
+@pytest.mark.parametrize("width", [32, 64, 96])
+def test_flop_count_of_a_tiny_dit_step_matches_its_matmuls(width):
+    net = tiny_generator(SHAPE, width, 1, dit=BIG).net
+    x, t = torch.randn(64, *SHAPE), torch.rand(64)
+
+    def step():
+        net(x, t, None).square().mean().backward()
+
+    counted = counted_flops(step)
+    expected = analytic_dit_step_flops(net.cfg, 64)
+    assert counted == pytest.approx(expected, rel=0.10)
