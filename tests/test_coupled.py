@@ -201,3 +201,21 @@ def test_flop_count_of_a_tiny_dit_step_matches_its_matmuls(width):
     counted = counted_flops(step)
     expected = analytic_dit_step_flops(net.cfg, 64)
     assert counted == pytest.approx(expected, rel=0.10)
+
+
+# -- standardisation -----------------------------------------------------------------------------
+
+def test_element_standardisation_leaves_a_fixed_spatial_pattern_no_variance():
+    """A latent whose channel variance is a pattern shared by every item (perfectly
+    predictable) with the items' content a sliver of it: per channel the content is 1 % of the
+    variance; per element it is all of it."""
+    g = torch.Generator().manual_seed(0)
+    pattern = 10 * torch.randn(1, *SHAPE, generator=g)
+    z = pattern + 0.1 * torch.randn(256, *SHAPE, generator=g)
+    for mode, share in (("channel", 1e-4), ("element", 1.0)):
+        n, std = coupling(standardize=mode).standardize(z)
+        content = n.var(0).mean() / n.transpose(0, 1).flatten(1).var(1).mean()
+        assert float(content) == pytest.approx(share, rel=0.5 if mode == "channel" else 0.01)
+        # the std maps n back to z's scale: z = mean + n * std
+        torch.testing.assert_close(z - n * std, (z - n * std)[:1].expand_as(z), atol=1e-3,
+                                   rtol=1e-3)

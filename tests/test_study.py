@@ -38,6 +38,7 @@ TINY = {
                   "train": {"batch_size": 64, "warmup": 5, "log_every": 10, "eval_every": 0,
                             "checkpoint_every": 1000}},
     "budget": {"tokenizer_steps": 40, "generator_steps": 40, "samples": 60},
+    "curves": {"generator_steps": [20]},
 }
 EXPECTED = [f"tokenizer/{m}" for m in ("mse", "psnr", "ssim", "rfd", "lipschitz_encoder_mean",
                                        "lipschitz_decoder_mean", "nn_accuracy",
@@ -71,9 +72,21 @@ def test_summary_has_every_metric_for_every_recipe(tiny_study):
     assert summary["budgets"]["samples"] == 60
     metrics = summary["metrics"]
     assert set(EXPECTED) <= set(metrics)
+    # the coupled recipe's prediction of its big generator's loss, checked against it
+    scaling = [name for name in metrics if name.startswith("scaling/")]
+    assert {"scaling/abs_error", "scaling/predicted_t0", "scaling/actual_t3"} <= set(scaling)
+    for name in scaling:
+        assert metrics[name]["baseline"] is None  # no tiny generators, no prediction
+        value = metrics[name]["coupled"]["mean"]
+        if "rho" in name:
+            assert 0 < value <= 1, name
+        elif "error" not in name:
+            assert value > 0, name
     for name, per_recipe in metrics.items():
         for recipe in summary["recipes"]:
             figure = per_recipe[recipe]
+            if name in scaling and recipe == "baseline":
+                continue
             assert figure is not None, (name, recipe)
             assert len(figure["values"]) == 1 and figure["std"] == 0.0
             assert math.isfinite(figure["mean"]) and figure["mean"] == figure["values"][0]
@@ -123,11 +136,32 @@ def test_every_recipe_gets_the_same_budget_and_generator(tiny_study):
 
 
 @pytest.mark.slow
+def test_curves_hold_every_point_for_every_recipe(tiny_study):
+    out, summary = tiny_study
+    curves = summary["curves"]
+    assert set(curves) == {"steps40", "steps20"}
+    assert curves["steps40"]["main"] and not curves["steps20"]["main"]
+    assert (curves["steps20"]["steps"], curves["steps20"]["width"]) == (20, 32)
+    for point in curves.values():
+        for view in ("pixels", "classifier", "ssl"):
+            assert set(point["fd_inf"][view]) == {"baseline", "coupled"}
+        assert point["verdicts"]["coupled"] == "one seed: no interval"
+    # the main point is the main generator's own figure; the extra one a generator of its own
+    main = json.loads((out / summary["runs"]["coupled"][0]["evaluation"]).read_text())
+    assert curves["steps40"]["fd_inf"]["ssl"]["coupled"]["values"] == [
+        main["evaluation"]["generation"]["fd_inf/ssl"]]
+    extra = out / "runs" / "coupled" / "seed0" / "curve" / "steps20"
+    assert json.loads((extra / "metrics.json").read_text())["steps"] == 20
+    page = (out / "report.html").read_text()
+    assert "FD∞ against generator steps" in page
+
+
+@pytest.mark.slow
 def test_a_rerun_reuses_finished_runs(tiny_study, capsys):
     out, summary = tiny_study
     files = sorted(out.glob("runs/*/seed0/**/metrics.json")) + sorted(
-        out.glob("runs/*/seed0/evaluation.json"))
-    assert len(files) == 6
+        out.glob("runs/*/seed0/**/evaluation.json"))
+    assert len(files) == 10  # 2 recipes x (tokenizer, generator, curve point, 2 evaluations)
     before = {f: f.stat().st_mtime_ns for f in files}
     cfg = load_study(out / "study.yaml")
     again = run_study(cfg, out)
@@ -164,7 +198,7 @@ def test_the_report_is_one_self_contained_file(tiny_study):
     assert len(sources) >= 8  # 2 x (reconstructions, samples), curves, fits, latent plots
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     ranked = [name for name, per in summary["metrics"].items() if summary["directions"][name]
-              and len({f["mean"] for f in per.values()}) > 1]  # ties mark nothing
+              and len({f["mean"] for f in per.values() if f}) > 1]  # ties mark nothing
     assert page.count('class="best"') == len(ranked)
     # the verdict table opens the report, one row per recipe against the reference
     assert page.index("<h2>Verdicts</h2>") < page.index("<h2>Metrics</h2>")

@@ -3,8 +3,12 @@ beside the tokenizer regularise its latent toward predictability and predict the
 generator will leave, which the decoder learns to undo.
 
 Per training step, on the latent z (B, L, *S) of the bottleneck:
-1. n = standardise(z) per channel (batch statistics with gradient in training, no learnable
-   scale): the encoder cannot win the regularizer by shrinking or collapsing z.
+1. n = standardise(z) (batch statistics with gradient in training, no learnable scale): the
+   encoder cannot win the regularizer by shrinking or collapsing z. `standardize: channel`
+   does it per channel over batch and positions; `element` per element over the batch, which
+   also closes a loophole of the former: a fixed spatial pattern (the same for every item, so
+   perfectly predictable) carrying most of a channel's variance while the items' content
+   shrinks to a sliver of it (measured on digits: 99.5 % of the variance, without distortion).
 2. Each tiny generator G_k (an MLP denoiser of width w_k on flattened n, trained in its own
    optimizer phase on detached n) has loss L_k(t). The regularizer lambda(step) * L_pred, with
    L_pred the loss of the largest tiny generator (or the mean), reaches the encoder through n on
@@ -200,8 +204,7 @@ class LatentCoupling(Coupling):
             frozen: the encoder is frozen (DAE stage 2): no regularizer, running statistics.
         """
         z = out.latent
-        self.normalizer.train(not frozen)
-        n = self.normalizer(z).latent.float()  # (B, L, *S)
+        n, std = self.standardize(z, frozen)  # (B, L, *S) each
         self.store(step, n.detach())
         logs = self.latent_logs(z)
         weight = self.weight(step, frozen)
@@ -214,7 +217,7 @@ class LatentCoupling(Coupling):
         latent = z
         rows = round(self.cfg.distort_fraction * z.shape[0])
         if step >= self.cfg.start and (self.fitted or self.cfg.rho >= 0) and rows:
-            latent = self._distorted(z, n, rows, step)
+            latent = self._distorted(z, n, std, rows, step)
         logs |= self.tracker.logs() | {"coupled/rho": self.rho.mean(),
                                        "coupled/anneal": torch.tensor(self.anneal(step))}
         logs |= {f"coupled/rho_t{b}": r for b, r in enumerate(self.rho)}
@@ -223,6 +226,21 @@ class LatentCoupling(Coupling):
     @property
     def fitted(self) -> bool:
         return any(self.tracker.fitted(b) for b in range(self.cfg.t_bins))
+
+    def standardize(self, z: torch.Tensor, frozen: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, std): z (B, L, *S) standardised in fp32, and the std it was divided by
+        (broadcastable to z). channel: per channel over the batch and positions (running
+        statistics when frozen); element: every element over the batch, so a fixed spatial
+        pattern, the same for every item, cannot pass for predictable content."""
+        if self.cfg.standardize == "element":
+            z32 = z.float()
+            std = z32.std(0, keepdim=True).clamp_min(1e-6)
+            return (z32 - z32.mean(0, keepdim=True)) / std, std.detach()
+        self.normalizer.train(not frozen)
+        n = self.normalizer(z).latent.float()
+        std = rearrange(self.normalizer.std(z), "l -> l" + " 1" * (z.ndim - 2))
+        return n, std.detach()
 
     def due(self, step: int) -> bool:
         return (self.cfg.heldout > 0 and step > 0 and step % self.cfg.fit_every == 0
@@ -233,7 +251,7 @@ class LatentCoupling(Coupling):
         """Score every tiny generator on held-out latents z (N, L, *S), standardised per
         channel over the set, per t-bin under fixed draws (`binned_losses`)."""
         self.observed_at.fill_(step)
-        dims = [0, *range(2, z.ndim)]
+        dims = [0] if self.cfg.standardize == "element" else [0, *range(2, z.ndim)]
         n = (z.float() - z.float().mean(dims, keepdim=True)) / z.float().std(
             dims, keepdim=True).clamp_min(1e-6)
         x0 = rearrange(n, "b ... -> b (...)")
@@ -310,13 +328,12 @@ class LatentCoupling(Coupling):
                 error = scale * torch.randn_like(x0)
         return distort(x0, x0 + error, rho * self.anneal(step)) - x0
 
-    def _distorted(self, z: torch.Tensor, n: torch.Tensor, rows: int, step: int
-                   ) -> torch.Tensor:
-        """z with its first `rows` items moved (`move`), in z's scale. The move is detached; z
-        keeps its gradient (the reconstruction must still reach the encoder)."""
+    def _distorted(self, z: torch.Tensor, n: torch.Tensor, std: torch.Tensor, rows: int,
+                   step: int) -> torch.Tensor:
+        """z with its first `rows` items moved (`move`), in z's scale (times `std`). The move
+        is detached; z keeps its gradient (the reconstruction must still reach the encoder)."""
         with torch.no_grad():
             moved = self.move(rearrange(n[:rows], "b ... -> b (...)"), step)  # (R, D)
-            std = rearrange(self.normalizer.std(z), "l -> l" + " 1" * (z.ndim - 2))
             delta = (moved.reshape(n[:rows].shape) * std).to(z.dtype)  # (R, L, *S)
         return torch.cat([z[:rows] + delta, z[rows:]])
 

@@ -35,6 +35,7 @@ from latentlab.generation.config import GeneratorRunConfig
 from latentlab.recipes.config import RECIPES
 from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.recipes.train import TokenizerRunConfig
+from latentlab.study.curves import CurveConfig
 
 
 def _default_tokenizer() -> TokenizerRunConfig:
@@ -121,6 +122,8 @@ class StudyConfig:
     """How runs are scored."""
     variants: list[VariantConfig] = field(default_factory=list)
     """Named recipes with their own tokenizer settings, which `recipes` may list."""
+    curves: CurveConfig = field(default_factory=CurveConfig)
+    """Extra generator budgets and widths trained on every tokenizer (`study.curves`)."""
 
     def __post_init__(self):
         if not self.recipes:

@@ -17,8 +17,14 @@ plots.
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from pathlib import Path
+
+from latentlab.io import write_json
+
+VERIFY = "scaling.json"
 
 # whether a smaller or a larger value is better, by the metric's name (matched as the whole
 # name or its prefix before "_", after dropping "heldout_"; a view after "/" is ignored)
@@ -80,3 +86,35 @@ def evaluate_run(tokenizer_run: Path, generator_run: Path, n: int, seed: int,
                                                 probe_steps=probe_steps, seed=seed),
             "generation": evaluate_generator_run(generator_run, n=n, cache_dir=cache_dir,
                                                  seed=seed)}
+
+
+def verify_run(root: Path) -> dict | None:
+    """The coupled recipe's predicted big-generator loss against the actual one for the run in
+    `root` (`evaluation.scaling`), kept in ROOT/scaling.json until its generator changes."""
+    from latentlab.evaluation.scaling import verify_prediction
+
+    generator = root / "generator"
+    if not (generator / "metrics.json").exists():
+        return None
+    path = root / VERIFY
+    made = (generator / "metrics.json").stat().st_mtime_ns
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("generator_mtime_ns") == made:
+            return stored["verification"]
+    found = verify_prediction(root / "tokenizer", generator)
+    write_json(path, {"generator_mtime_ns": made, "verification": found})
+    return found
+
+
+def stage_flops(roots: list[Path]) -> dict[str, float]:
+    """Mean training FLOPs and steps of each trained stage over the runs in `roots`."""
+    found: dict[str, float] = {}
+    for stage in ("tokenizer", "generator"):
+        stored = [json.loads((r / stage / "metrics.json").read_text()) for r in roots
+                  if (r / stage / "metrics.json").exists()]
+        stored = [m for m in stored if "train_flops" in m]
+        if stored:
+            found[f"{stage}_flops"] = statistics.fmean(m["train_flops"] for m in stored)
+            found[f"{stage}_steps"] = statistics.fmean(m["steps"] for m in stored)
+    return found

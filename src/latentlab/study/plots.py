@@ -123,3 +123,25 @@ def fig_histograms(histograms: dict[str, tuple[list[float], list[float]]], title
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def fig_budget_curve(points: list[tuple[float, dict[str, list[float]]]], title: str,
+                     xlabel: str) -> bytes:
+    """FD∞ against a generator budget or size: one colour per recipe, its mean over seeds as a
+    line and every seed as a dot. points: [(x, {recipe: values over seeds})], x increasing."""
+    fig, ax = _figure(4.6, 3.4)
+    recipes = list(dict.fromkeys(r for _, per in points for r in per))
+    for i, recipe in enumerate(recipes):
+        xs, means = [], []
+        for x, per in points:
+            values = per.get(recipe, [])
+            if values:
+                xs.append(x)
+                means.append(float(np.mean(values)))
+                ax.scatter([x] * len(values), values, color=f"C{i}", s=10, alpha=0.5)
+        ax.plot(xs, means, "-o", color=f"C{i}", label=recipe, markersize=4)
+    ax.set(title=title, xlabel=xlabel, ylabel="FD∞ (lower is better)")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

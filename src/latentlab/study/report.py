@@ -23,7 +23,14 @@ from PIL import Image
 from latentlab import pixels
 from latentlab.io import write_text
 from latentlab.study import plots
-from latentlab.study.tables import fd_table, metrics_table, note, verdict_table
+from latentlab.study.tables import (
+    curve_table,
+    fd_table,
+    metrics_table,
+    note,
+    prediction_table,
+    verdict_table,
+)
 from latentlab.training.rundir import read_metrics
 
 TOKENIZER_LOSS = "loss/recon"
@@ -197,6 +204,27 @@ def _scaling(runs: _Runs) -> str:
     return f'<div class="grids">{"".join(figures)}</div>{table}'
 
 
+def _budget_curves(summary: dict) -> str:
+    """FD∞ per view against generator steps and against generator width, and the verdicts."""
+    curves = summary.get("curves")
+    if not curves:
+        return note("no curves: set curves.generator_steps or curves.generator_widths")
+    main = next(p for p in curves.values() if p["main"])
+    figures = []
+    for axis, other in (("steps", "width"), ("width", "steps")):
+        points = sorted((p for p in curves.values() if p[other] == main[other]),
+                        key=lambda p: p[axis])
+        if len(points) < 2:
+            continue
+        for view in points[0]["fd_inf"]:
+            data = [(p[axis], {r: f["values"] for r, f in p["fd_inf"][view].items()})
+                    for p in points]
+            figures.append(_figure(
+                plots.fig_budget_curve(data, f"FD∞ {view}", f"generator {axis}"),
+                f"{view}: FD∞ against generator {axis} ({other} {main[other]})"))
+    return f'<div class="grids">{"".join(figures)}</div>{curve_table(summary)}'
+
+
 def _bars(summary: dict, match, title: str, caption: str) -> str | None:
     values = {}
     for name, per_recipe in summary["metrics"].items():
@@ -288,7 +316,9 @@ def write_report(summary: dict, out_dir: str | Path) -> Path:
                 ("Metrics", metrics_table(summary)),
                 ("Reconstructions and samples", _grids(runs)),
                 ("Training curves", _training_curves(runs)),
+                ("Budget and size curves", _budget_curves(summary)),
                 ("Scaling-law fits", _scaling(runs)),
+                ("Predicted against actual big-generator loss", prediction_table(summary)),
                 ("Latent complexity", _latent(runs)),
                 ("Codebook", _codebook(summary))]
     body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections)

@@ -34,7 +34,7 @@ from pathlib import Path
 from latentlab import config as C
 from latentlab.data import load_dataset
 from latentlab.errors import UserError
-from latentlab.evaluation.scaling import scaling_figures, verify_prediction
+from latentlab.evaluation.scaling import scaling_figures
 from latentlab.evaluation.verdicts import Comparison, compare, generation_verdict, verdict_line
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.train import train_generator
@@ -42,13 +42,21 @@ from latentlab.io import write_json, write_text
 from latentlab.metrics.views import IMAGE_VIEWS
 from latentlab.recipes.train import TokenizerRunConfig, tokenizer_step_flops, train_tokenizer
 from latentlab.study.config import StudyConfig, generator_run, tokenizer_run
-from latentlab.study.evaluate import GROUPS, direction, evaluate_run, run_metrics
+from latentlab.study.curves import CurvePoint, curve_points, run_point, summarize_curves
+from latentlab.study.evaluate import (
+    GROUPS,
+    direction,
+    evaluate_run,
+    run_metrics,
+    stage_flops,
+    verify_run,
+)
 from latentlab.training.progress import format_duration
 from latentlab.training.rundir import CONFIG
 
 log = logging.getLogger("latentlab")
 STUDY, GENERATOR, SUMMARY = "study.yaml", "generator.yaml", "summary.json"
-EVALUATION, TIMING, VERIFY = "evaluation.json", "timing.json", "scaling.json"
+EVALUATION, TIMING = "evaluation.json", "timing.json"
 STAGES = ("tokenizer", "generator", "evaluate")
 # the version of what an evaluation measures: an evaluation.json of another is scored again
 # (2: several views, FD-infinity and floors, density/coverage, the reference split)
@@ -142,8 +150,10 @@ def _record_time(run: StudyRun, stage: str, seconds: float) -> None:
 def _forget_after(run: StudyRun, stage: str) -> None:
     """Remove what was made from the stage about to be trained again: a study killed after
     retraining it must not reuse a generator or scores of the old one."""
-    if stage == "tokenizer" and run.generator.exists():
-        shutil.rmtree(run.generator)
+    if stage == "tokenizer":
+        for made in (run.generator, run.root / "curve"):
+            if made.exists():
+                shutil.rmtree(made)
     run.evaluation.unlink(missing_ok=True)
 
 
@@ -214,35 +224,6 @@ def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
     return json.loads(run.evaluation.read_text())["evaluation"]
 
 
-def verify_run(run: StudyRun) -> dict | None:
-    """The coupled recipe's predicted big-generator loss against the actual one
-    (`evaluation.scaling`), kept in the run's scaling.json until the generator changes."""
-    if not (run.generator / "metrics.json").exists():
-        return None
-    path = run.root / VERIFY
-    made = (run.generator / "metrics.json").stat().st_mtime_ns
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("generator_mtime_ns") == made:
-            return stored["verification"]
-    found = verify_prediction(run.tokenizer, run.generator)
-    write_json(path, {"generator_mtime_ns": made, "verification": found})
-    return found
-
-
-def _flops(runs: list[StudyRun]) -> dict[str, float]:
-    """Mean training FLOPs and steps of each trained stage over the runs (from metrics.json)."""
-    found: dict[str, float] = {}
-    for stage in ("tokenizer", "generator"):
-        stored = [json.loads((r.root / stage / "metrics.json").read_text()) for r in runs
-                  if (r.root / stage / "metrics.json").exists()]
-        stored = [m for m in stored if "train_flops" in m]
-        if stored:
-            found[f"{stage}_flops"] = statistics.fmean(m["train_flops"] for m in stored)
-            found[f"{stage}_steps"] = statistics.fmean(m["steps"] for m in stored)
-    return found
-
-
 def _spread(values: dict[int, float]) -> dict:
     """Mean, sample standard deviation (0 for one seed), the values and their seeds."""
     std = statistics.stdev(values.values()) if len(values) > 1 else 0.0
@@ -289,7 +270,7 @@ def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
               out: Path) -> dict:
     """Per metric and recipe: mean, std and values over seeds; budgets; runs; directions."""
     per_run = [run_metrics(e) | {f"scaling/{k}": v for k, v in
-                                 scaling_figures(verify_run(r)).items()}
+                                 scaling_figures(verify_run(r.root)).items()}
                for r, e in zip(runs, evaluations, strict=True)]
     names = sorted({name for m in per_run for name in m},  # in pipeline order
                    key=lambda name: (GROUPS.index(name.split("/")[0]), name))
@@ -306,7 +287,7 @@ def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
                  if r.recipe == recipe and (r.root / TIMING).exists()]
         cost[recipe] = {f"{s}_s": statistics.fmean(t[s] for t in times if s in t)
                         for s in STAGES if any(s in t for t in times)}
-        cost[recipe] |= _flops([r for r in runs if r.recipe == recipe])
+        cost[recipe] |= stage_flops([r.root for r in runs if r.recipe == recipe])
     rel = lambda p: str(p.relative_to(out))  # noqa: E731 - paths stay valid if OUT moves
     comparisons, verdicts = compare_recipes(metrics, list(cfg.recipes))
     generation = next((e["generation"] for e in evaluations if "generation" in e), {})
@@ -362,11 +343,25 @@ def run_study(cfg: StudyConfig, out: str | Path, overwrite: bool = False) -> dic
     clock = Clock([(r.recipe, s) for r in runs for s in STAGES])
     big = (out / GENERATOR).resolve()
     steps = tokenizer_steps(cfg, big)
+    main = CurvePoint(f"steps{cfg.budget.generator_steps}", cfg.budget.generator_steps,
+                      cfg.generator.generator.transformer.width)
+    points = curve_points(cfg.curves, main.steps, main.width)
+    curves: dict[str, dict] = {p.name: {r: {} for r in cfg.recipes} for p in [main, *points]}
     evaluations = []
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {run.recipe} seed {run.seed}"
         evaluations.append(run_one(cfg, run, label, clock, big, steps[run.recipe]))
+        curves[main.name][run.recipe][run.seed] = evaluations[-1]["generation"]
+        gen = generator_run(cfg, run.tokenizer.resolve(), run.seed)
+        for point in points:
+            print(f"{label}: curve point {point.name}", file=sys.stderr, flush=True)
+            curves[point.name][run.recipe][run.seed] = run_point(
+                run.root, point, gen, cfg.budget.samples, run.seed,
+                cfg.evaluation.cache_dir or None, _reusable, _mode)
     summary = summarize(cfg, runs, evaluations, out)
+    if points:
+        summary["curves"] = summarize_curves(curves, list(cfg.recipes),
+                                             {p.name: p for p in [main, *points]}, main.name)
     write_json(out / SUMMARY, summary)
     report = write_report(summary, out)
     print(f"study finished in {format_duration(time.perf_counter() - clock.t0)}: {report}",

@@ -119,3 +119,63 @@ def fd_table(summary: dict) -> str:
             "its floor is the other half against the same half, what a perfect generator "
             "reads at that size. FD∞ extrapolates to infinitely many items (Chong & Forsyth "
             "2020); its floor, two real halves, is about 0 and shows its noise.</p>")
+
+
+def prediction_table(summary: dict) -> str:
+    """Per coupled recipe (means over seeds): the big generator's held-out loss per t-bin as
+    the tiny generators predicted it and as it came out, the error, and the rho the decoder
+    was given against the rho the actual loss implies; then whether the recipes' latents rank
+    the same by predicted and by actual loss."""
+    metrics = summary["metrics"]
+    bins = sorted({int(n.rsplit("_t", 1)[1]) for n in metrics if n.startswith("scaling/error_t")})
+    recipes = [r for r in summary["recipes"] if (metrics.get("scaling/abs_error") or {}).get(r)]
+    if not bins or not recipes:
+        return note("no recipe in this study predicts its big generator's loss")
+
+    def mean(name: str, recipe: str) -> float:
+        return (metrics.get(name) or {}).get(recipe, {}).get("mean", float("nan"))
+
+    rows = []
+    for recipe in recipes:
+        for b in bins:
+            cells = [f"{mean(f'scaling/{k}_t{b}', recipe):.4g}" for k in ("predicted", "actual")]
+            cells.append(f"{mean(f'scaling/error_t{b}', recipe):+.1%}")
+            cells += [f"{mean(f'scaling/{k}_t{b}', recipe):.3f}" for k in ("rho", "rho_implied")]
+            rows.append(f"<tr><td>{html.escape(recipe)}</td><td>t-bin {b}</td>"
+                        + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    predicted = {r: mean("scaling/predicted_mean", r) for r in recipes}
+    actual = {r: mean("scaling/actual_mean", r) for r in recipes}
+    same = sorted(recipes, key=predicted.get) == sorted(recipes, key=actual.get)
+    ranking = (f"<p>Ranking of the recipes' latents by predicted loss "
+               f"{'matches' if same else 'does not match'} the ranking by actual loss "
+               f"({len(recipes)} recipes).</p>" if len(recipes) > 1 else "")
+    return ("<table><tr><th>recipe</th><th>t-bin</th><th>predicted</th><th>actual</th>"
+            "<th>error</th><th>rho used</th><th>rho implied</th></tr>"
+            f"{''.join(rows)}</table>{ranking}"
+            + note("Held-out flow loss of the big generator (null class) on the latents of the "
+                   "first test items, under the same draws as the tiny generators were scored "
+                   "with (evaluation.scaling); means over seeds."))
+
+
+def curve_table(summary: dict) -> str:
+    """Per curve point (generator steps and width) and recipe: the generation verdict against
+    the reference and the FD∞ comparison in each view."""
+    curves = summary.get("curves") or {}
+    recipes = summary["recipes"][1:]
+    rows = []
+    for point in sorted(curves.values(), key=lambda p: (p["width"], p["steps"])):
+        for recipe in recipes:
+            found = point["comparisons"].get(recipe, {})
+            cells = "".join(f"<td>{_comparison_text(found.get(v))}</td>" for v in found)
+            verdict = point["verdicts"].get(recipe)
+            rows.append(f"<tr><td>{point['steps']}</td><td>{point['width']}</td>"
+                        f"<td>{html.escape(recipe)}</td><td class=\"{_verdict_class(verdict)}\">"
+                        f"{html.escape(str(verdict))}</td>{cells}</tr>")
+    views = next(iter(curves.values()))["fd_inf"] if curves else {}
+    head = "".join(f"<th>FD∞ {html.escape(v)}</th>" for v in views)
+    return (f"<table><tr><th>generator steps</th><th>width</th><th>recipe</th><th>verdict</th>"
+            f"{head}</tr>{''.join(rows)}</table>")
+
+
+def _comparison_text(found: dict | None) -> str:
+    return Comparison(**found).text() if found else "—"
