@@ -78,12 +78,26 @@ def test_the_command_prints_json_and_writes_the_plot(digits_cache, tmp_path, cap
     if result["fit"] is None:  # 30 steps may not give a usable law: then it says why
         assert result["fit_error"] and pred["predicted_loss"] is None
     else:
-        assert set(result["fit"]) == {"E", "A", "alpha", "n_ref", "residuals"}
+        assert set(result["fit"]) == {"E", "A", "alpha", "n_ref", "residuals", "B", "beta",
+                                      "s_ref"}
         law = result["fit"]
         assert pred["predicted_loss"] == pytest.approx(
             law["E"] + law["A"] * (sizes[3] / law["n_ref"]) ** -law["alpha"])
         assert pred["relative_error"] == pytest.approx(
             pred["predicted_loss"] / pred["actual_loss"] - 1)
+    # per t-bin: the losses of every width, and against the verified width the error and the
+    # rho its actual loss implies (sqrt of actual / largest fitted width's loss, at most 1)
+    bins = result["per_bin"]
+    assert bins["t_bins"] == 4 and len(bins["losses"]) == 3
+    assert all(v > 0 for row in bins["losses"] for v in row)
+    for b in range(4):
+        implied = math.sqrt(min(1.0, bins["actual"][b] / bins["losses"][-1][b]))
+        assert bins["rho_implied"][b] == pytest.approx(implied)
+        if bins["predicted"][b] is not None:
+            assert bins["error"][b] == pytest.approx(bins["predicted"][b] / bins["actual"][b] - 1)
+            assert 0 < bins["rho"][b] <= 1
+        else:
+            assert bins["fit_error"][b]
     assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for w in (8, 16, 32, 64):
         assert (out / f"width-{w}" / "config.yaml").exists()

@@ -50,10 +50,16 @@ from latentlab.data.latent_cache import LatentCache
 from latentlab.errors import ConfigError, DataError, UserError
 from latentlab.generation.objectives import ARObjective, ProcessObjective
 from latentlab.generators.process import Process
-from latentlab.io import atomic_path, write_json
+from latentlab.io import write_json
 from latentlab.recipes.baseline import eval_batches
-from latentlab.recipes.scaling import IllPosedFit, PowerLaw, fit_power_law
-from latentlab.recipes.tiny import num_parameters, tiny_generator, tiny_process
+from latentlab.recipes.scaling import IllPosedFit, PowerLaw, fit_power_law, rho_squared
+from latentlab.recipes.scaling_plot import save_plot
+from latentlab.recipes.tiny import (
+    binned_losses,
+    num_parameters,
+    tiny_generator,
+    tiny_process,
+)
 from latentlab.training import RunDir, TrainConfig, checkpoint, train
 from latentlab.training.rundir import Mode, read_metrics
 
@@ -61,6 +67,8 @@ log = logging.getLogger("latentlab")
 EVAL_SEED = 0
 """Seed of the held-out t and noise draws: the same for every width and every study."""
 RESULT, PLOT = "scaling.json", "scaling.png"
+T_BINS = 4
+"""t-bins of the per-bin losses (the coupled recipe's default `t_bins`)."""
 OVERFIT = 1.2
 """A held-out loss this many times the training loss is reported as overfitting."""
 
@@ -249,8 +257,12 @@ def run_width(width: int, cfg: ScalingConfig, family: str, data: LatentCache, tr
         log.warning("width %d overfits its %d training items (held-out loss %.4g, training loss "
                     "%.4g); the law assumes loss falls with size: fewer --steps or more data",
                     width, len(train_items), loss, train_loss)
+    binned = None
+    if process is not None:  # per t-bin, the quantity the coupled recipe extrapolates
+        items = heldout.__getitems__(list(range(len(heldout)))).x.float()
+        binned = binned_losses(process, result.eval_model.eval(), items, T_BINS).tolist()
     return {"width": width, "parameters": num_parameters(model), "loss": loss,
-            "train_loss": train_loss}
+            "train_loss": train_loss, "binned": binned}
 
 
 def last_training_loss(run: Path) -> float | None:
@@ -317,9 +329,10 @@ def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: 
         log.warning("scaling fit refused: %s (the result holds fit: null)", e)
     predicted = law(n_big) if law is not None else None
     actual = None
+    verified = None
     if cfg.verify:
-        actual = run_width(cfg.predict, cfg, family, data, train_items, heldout, out,
-                           mode)["loss"]
+        verified = run_width(cfg.predict, cfg, family, data, train_items, heldout, out, mode)
+        actual = verified["loss"]
     error = (predicted - actual) / actual if predicted is not None and actual else None
     # the yardstick: predicting no gain past the largest fitted width, L(N_big) = L(N_K)
     naive = (losses[-1] - actual) / actual if actual else None
@@ -330,6 +343,7 @@ def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: 
         "predict": {"width": cfg.predict, "parameters": n_big, "predicted_loss": predicted,
                     "actual_loss": _finite(actual), "relative_error": _finite(error),
                     "no_gain_relative_error": _finite(naive)},
+        "per_bin": per_bin(points, n_big, verified),
         "setup": {"cache": str(cache), "kind": data.kind, "item_shape": list(data.shape),
                   "family": family, "loss": "nll nats/token" if family == "ar"
                   else f"{family} mse", "heldout": held_text,
@@ -342,40 +356,32 @@ def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: 
     return result
 
 
-def save_plot(result: dict, law: PowerLaw | None, path: Path) -> Path:
-    """Log-log plot of held-out loss against parameters, with the fitted law extended to the
-    predicted size, the prediction and (verified) the actual loss; written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
-
-    pred = result["predict"]
-    figure = Figure(figsize=(6, 4.5))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    losses = [np.nan if v is None else v for v in result["losses"]]
-    axes.loglog(result["parameters"], losses, "o", color="C0",
-                label="tiny generators (held out)")
-    if law is not None:
-        grid = np.geomspace(min(result["parameters"]) / 1.2, pred["parameters"] * 1.2, 100)
-        axes.loglog(grid, [law(v) for v in grid], "-", color="C0", alpha=0.6,
-                    label=f"fit E={law.E:.4g}, A={law.A:.3g}, α={law.alpha:.3g}")
-        axes.loglog([pred["parameters"]], [pred["predicted_loss"]], "*", color="C1",
-                    markersize=12, label=f"predicted at width {pred['width']}")
-        axes.axhline(law.E, color="C0", linestyle=":", linewidth=1, label="E (no size removes)")
-    if pred["actual_loss"] is not None:
-        axes.loglog([pred["parameters"]], [pred["actual_loss"]], "s", color="C2",
-                    label=f"actual at width {pred['width']}")
-    title = f"{result['setup']['family']} on {Path(result['setup']['cache']).name}"
-    if pred["relative_error"] is not None:
-        title += f": prediction off by {pred['relative_error']:+.1%}"
-    elif result["fit"] is None:
-        title += ": no fit"
-    for axis in (axes.yaxis.set_major_formatter, axes.yaxis.set_minor_formatter):
-        axis(FormatStrFormatter("%.3g"))  # a narrow loss range: plain numbers, not 1.3x10^0
-    axes.set(title=title, xlabel="parameters N", ylabel=f"held-out {result['setup']['loss']}")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    return path
+def per_bin(points: list[dict], n_big: int, verified: dict | None) -> dict | None:
+    """Per t-bin (continuous processes): L(N) fitted to the widths' held-out losses in the bin,
+    its prediction at N_big and rho = sqrt(L(N_big) / L_largest), as the coupled recipe
+    computes them, and, verified, the actual loss, the error and the rho it implies."""
+    if points[0]["binned"] is None:
+        return None
+    n = [p["parameters"] for p in points]
+    found: dict = {"t_bins": T_BINS, "losses": [p["binned"] for p in points], "predicted": [],
+                   "rho": [], "fit_error": []}
+    for b in range(T_BINS):
+        losses = [p["binned"][b] for p in points]
+        try:
+            law = fit_power_law(n, losses)
+        except IllPosedFit as e:
+            found["predicted"].append(None)
+            found["rho"].append(None)
+            found["fit_error"].append(str(e))
+            continue
+        found["predicted"].append(law(n_big))
+        found["rho"].append(rho_squared(law, n_big, losses[-1]) ** 0.5)
+        found["fit_error"].append(None)
+    if verified is not None:
+        actual, largest = verified["binned"], points[-1]["binned"]
+        found["actual"] = actual
+        found["error"] = [None if p is None else (p - a) / a
+                          for p, a in zip(found["predicted"], actual, strict=True)]
+        found["rho_implied"] = [math.sqrt(min(1.0, a / t))
+                                for a, t in zip(actual, largest, strict=True)]
+    return found
