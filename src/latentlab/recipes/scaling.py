@@ -106,27 +106,42 @@ def fit_power_law(n: Sequence[float], loss: Sequence[float]) -> PowerLaw:
         e, a, alpha = p
         return (e + a * x ** (-alpha) - l_arr) / l_arr
 
-    best = None
+    starts = []
     for share in (0.0, 0.5, 0.9):  # several starts: E near 0, half, most of the floor
         e0 = share * floor
         # initial alpha and A from the log-log slope of L - E0 between the end points
         gap = np.maximum(l_arr - e0, 1e-12 * floor)
         alpha0 = float(np.clip(-np.polyfit(np.log(x), np.log(gap), 1)[0], 0.05, ALPHA_MAX))
-        a0 = float(np.exp(np.log(gap).mean()))
-        fit = least_squares(residual, [e0, a0, alpha0],
-                            bounds=([0.0, 0.0, 0.0], [floor, np.inf, ALPHA_MAX]))
+        starts.append([e0, float(np.exp(np.log(gap).mean())), alpha0])
+    (e, a, alpha), res = _solve(residual, starts, [floor, np.inf, ALPHA_MAX])
+    return PowerLaw(e, a, alpha, n_ref, res)
+
+
+def _solve(residual, starts: list[list[float]], upper: list[float]
+           ) -> tuple[list[float], tuple[float, ...]]:
+    """Bounded least squares (lower bounds 0) from each start; the best parameters, whose
+    first three are E, A, alpha, and their relative residuals.
+
+    Raises:
+        IllPosedFit: no start converged, the fit has no size dependence, or a residual is
+            over MAX_RESIDUAL.
+    """
+    best = None
+    for start in starts:
+        fit = least_squares(residual, start, bounds=([0.0] * len(upper), upper))
         if fit.success and (best is None or fit.cost < best.cost):
             best = fit
     if best is None:
         raise IllPosedFit("least squares did not converge")
-    e, a, alpha = (float(v) for v in best.x)
+    params = [float(v) for v in best.x]
     res = residual(best.x)
-    if not a > 0 or not alpha > 0:
-        raise IllPosedFit(f"no size dependence in the fit (A={a:.3g}, alpha={alpha:.3g})")
+    if not params[1] > 0 or not params[2] > 0:
+        raise IllPosedFit(f"no size dependence in the fit (A={params[1]:.3g}, "
+                          f"alpha={params[2]:.3g})")
     if np.abs(res).max() > MAX_RESIDUAL:
         raise IllPosedFit(f"largest relative residual {np.abs(res).max():.1%} exceeds "
                           f"{MAX_RESIDUAL:.0%}")
-    return PowerLaw(e, a, alpha, n_ref, tuple(float(r) for r in res))
+    return params, tuple(float(r) for r in res)
 
 
 def fit_scaling_law(n: Sequence[float], s: Sequence[float], loss: Sequence[float]) -> PowerLaw:
@@ -161,25 +176,11 @@ def fit_scaling_law(n: Sequence[float], s: Sequence[float], loss: Sequence[float
         e, a, alpha, b, beta = p
         return (e + a * x ** (-alpha) + b * y ** (-beta) - l_arr) / l_arr
 
-    best = None
-    for share in (0.0, 0.5, 0.9):
-        gap = max((1 - share) * floor, 1e-12)
-        start = [share * floor, gap / 2, 0.5, gap / 2, 0.5]
-        fit = least_squares(residual, start, bounds=([0, 0, 0, 0, 0],
-                                                     [floor, np.inf, ALPHA_MAX, np.inf,
-                                                      ALPHA_MAX]))
-        if fit.success and (best is None or fit.cost < best.cost):
-            best = fit
-    if best is None:
-        raise IllPosedFit("least squares did not converge")
-    e, a, alpha, b, beta = (float(v) for v in best.x)
-    res = residual(best.x)
-    if not a > 0 or not alpha > 0:
-        raise IllPosedFit(f"no size dependence in the fit (A={a:.3g}, alpha={alpha:.3g})")
-    if np.abs(res).max() > MAX_RESIDUAL:
-        raise IllPosedFit(f"largest relative residual {np.abs(res).max():.1%} exceeds "
-                          f"{MAX_RESIDUAL:.0%}")
-    return PowerLaw(e, a, alpha, n_ref, tuple(float(r) for r in res), b, beta, s_ref)
+    gaps = [max((1 - share) * floor, 1e-12) for share in (0.0, 0.5, 0.9)]
+    starts = [[floor - gap, gap / 2, 0.5, gap / 2, 0.5] for gap in gaps]
+    (e, a, alpha, b, beta), res = _solve(residual, starts,
+                                         [floor, np.inf, ALPHA_MAX, np.inf, ALPHA_MAX])
+    return PowerLaw(e, a, alpha, n_ref, res, b, beta, s_ref)
 
 
 def rho_squared(law: PowerLaw, n_big: float, tiny_loss: float, s_big: float = math.inf

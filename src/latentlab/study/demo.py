@@ -42,4 +42,10 @@ def run_demo(out: str | Path = "runs/demo") -> dict:
           f"(recipe / {summary['reference']}, 95 % intervals):")
     for line in headline(summary):
         print(f"  {line}")
+    steps = {r: round(c["tokenizer_steps"]) for r, c in summary["seconds"].items()
+             if "tokenizer_steps" in c}
+    if steps:
+        print("  equal training FLOPs per tokenizer: "
+              + ", ".join(f"{r} {n} steps" for r, n in steps.items()))
+    print("  what the coupled recipe does, and what has been measured of it: docs/coupled.md")
     return summary
