@@ -58,7 +58,7 @@ class CoupledConfig:
     """Step at which the regularizer and the distortion switch on (the autoencoder and the
     tiny generators first learn alone: a distortion measured by untrained tiny generators is
     noise)."""
-    standardize: Literal["channel", "element"] = "channel"
+    standardize: Literal["channel", "element"] = "element"
     """How the latent is standardised before the tiny generators see it: per channel (over
     batch and positions), or per element (over the batch; a fixed spatial pattern then carries
     no variance, so it cannot pass for predictable content)."""

@@ -146,9 +146,15 @@ def prediction_table(summary: dict) -> str:
     predicted = {r: mean("scaling/predicted_mean", r) for r in recipes}
     actual = {r: mean("scaling/actual_mean", r) for r in recipes}
     same = sorted(recipes, key=predicted.get) == sorted(recipes, key=actual.get)
-    ranking = (f"<p>Ranking of the recipes' latents by predicted loss "
-               f"{'matches' if same else 'does not match'} the ranking by actual loss "
-               f"({len(recipes)} recipes).</p>" if len(recipes) > 1 else "")
+    ranking = ""
+    if len(recipes) > 2:
+        from scipy.stats import spearmanr
+
+        found = spearmanr([predicted[r] for r in recipes], [actual[r] for r in recipes])
+        ranking = (f"<p>Ranking of the recipes' latents by predicted loss "
+                   f"{'matches' if same else 'does not match'} the ranking by actual loss "
+                   f"({len(recipes)} recipes; Spearman rank correlation "
+                   f"{found.statistic:.2f}, p = {found.pvalue:.2g}).</p>")
     return ("<table><tr><th>recipe</th><th>t-bin</th><th>predicted</th><th>actual</th>"
             "<th>error</th><th>rho used</th><th>rho implied</th></tr>"
             f"{''.join(rows)}</table>{ranking}"
