@@ -219,3 +219,31 @@ def test_element_standardisation_leaves_a_fixed_spatial_pattern_no_variance():
         # the std maps n back to z's scale: z = mean + n * std
         torch.testing.assert_close(z - n * std, (z - n * std)[:1].expand_as(z), atol=1e-3,
                                    rtol=1e-3)
+
+
+# -- which distortion matches the big generator ----------------------------------------------------
+
+def test_a_big_generator_equal_to_the_tiny_one_matches_onestep_and_ode_exactly():
+    """With the big generator the largest tiny one (in the same space) and rho = 1, the onestep
+    and ode moves are its errors: norm ratio 1, cosine 1; Gaussian noise has the size, not the
+    direction."""
+    from latentlab.evaluation.distortion import compare_distortions
+
+    c = coupling(rho=1.0)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(128, *SHAPE, generator=g)
+    z = (z - z.mean(0)) / z.std(0)  # per element: the tiny's space is the big one's
+    tiny = c.tiny[-1]
+    with torch.no_grad():
+        for p in tiny.parameters():
+            p.normal_(0, 0.1)
+    big = lambda x, t, cond: tiny(x.flatten(1), t, cond).view(x.shape)  # noqa: E731
+    found = compare_distortions(c, big, c.process, z, torch.ones(SHAPE[0]))
+    for name in ("onestep",):
+        assert found[name]["norm_ratio"] == pytest.approx([1.0] * 5, abs=1e-4)
+        assert found[name]["cosine"] == pytest.approx([1.0] * 5, abs=1e-4)
+    assert found["ode"]["norm_ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert found["ode"]["cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert max(abs(v) for v in found["gaussian"]["cosine"]) < 0.05
+    assert found["gaussian"]["norm_ratio"] == pytest.approx(found["onestep"]["norm_ratio"],
+                                                            rel=0.1)
