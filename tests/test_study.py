@@ -3,6 +3,7 @@ finished runs, the statistics over seeds, and the errors that must come before a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -17,7 +18,7 @@ from latentlab import config as C
 from latentlab.cli import main
 from latentlab.errors import ConfigError
 from latentlab.generation.config import GeneratorRunConfig
-from latentlab.study.config import load_study, study_from_dict
+from latentlab.study.config import load_study, study_from_dict, tokenizer_run
 from latentlab.study.evaluate import direction
 from latentlab.study.presets import study_preset
 from latentlab.study.run import Clock, headline, plan, run_study, summarize
@@ -289,6 +290,32 @@ def test_the_preset_files_match_the_registry():
     demo = study_preset("demo")
     assert demo.recipes == ["baseline", "coupled"] and len(demo.seeds) == 3
     assert study_preset("digits").tokenizer == demo.tokenizer  # budgets, recipes, seeds differ
+
+
+def test_the_coupled_studies_resolve_every_variant():
+    """configs/study/coupled-*.yaml: each variant's tokenizer is a valid config that differs
+    from the shared one only where it says."""
+    cfg = load_study(CONFIGS / "coupled-ablation.yaml")
+    shared = tokenizer_run(cfg, "coupled", 0, Path("g.yaml"))
+    assert shared.coupled.standardize == "element" and shared.coupled.distortion == "onestep"
+    dit = tokenizer_run(cfg, "c-dit", 0, Path("g.yaml"))
+    assert dit.recipe == "coupled" and dit.coupled.tiny == "dit"
+    assert dit.coupled.standardize == "channel" and dit.coupled.widths == (32, 64, 96)
+    identity = tokenizer_run(cfg, "c-identity", 0, Path("g.yaml"), steps=7)
+    assert identity.model.bottleneck.kind == "identity" and identity.train.steps == 7
+    assert C.first_difference(dataclasses.replace(identity, model=shared.model, coupled=
+                                                  shared.coupled, train=shared.train),
+                              shared) is None
+    confirm = load_study(CONFIGS / "coupled-confirm.yaml")
+    assert confirm.curves.generator_steps == [300, 800] and confirm.seeds == [3, 4, 5]
+
+
+def test_a_bad_variant_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="variants.x.tokenizer.coupled.distortion"):
+        load_study(None, {"recipes": ["baseline", "x"], "variants": [
+            {"name": "x", "tokenizer": {"coupled": {"distortion": "blur"}}}]})
+    with pytest.raises(ConfigError, match="recipes: unknown recipe 'y'"):
+        load_study(None, {"recipes": ["baseline", "y"]})
 
 
 def test_overrides_and_the_tokenizer_preset():

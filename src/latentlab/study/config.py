@@ -161,9 +161,12 @@ def study_from_dict(data: dict, where: str = "") -> StudyConfig:
         raise ConfigError(f"{where}tokenizer: must be a mapping, got {section!r}")
     data["tokenizer"] = C.merge(C.to_dict(TOKENIZER_PRESETS[preset]), section)
     try:
-        return C.from_dict(StudyConfig, data)
+        cfg = C.from_dict(StudyConfig, data)
+        for variant in cfg.variants:  # a bad variant fails here, before any training
+            tokenizer_run(cfg, variant.name, cfg.seeds[0], Path())
     except ConfigError as e:
         raise ConfigError(f"{where}{e}") from None
+    return cfg
 
 
 def load_study(path: str | Path | None = None,
