@@ -55,6 +55,7 @@ from latentlab.recipes.baseline import eval_batches
 from latentlab.recipes.scaling import IllPosedFit, PowerLaw, fit_power_law, rho_squared
 from latentlab.recipes.scaling_plot import save_plot
 from latentlab.recipes.tiny import (
+    EVAL_SEED,
     binned_losses,
     num_parameters,
     tiny_generator,
@@ -64,8 +65,6 @@ from latentlab.training import RunDir, TrainConfig, checkpoint, train
 from latentlab.training.rundir import Mode, read_metrics
 
 log = logging.getLogger("latentlab")
-EVAL_SEED = 0
-"""Seed of the held-out t and noise draws: the same for every width and every study."""
 RESULT, PLOT = "scaling.json", "scaling.png"
 T_BINS = 4
 """t-bins of the per-bin losses (the coupled recipe's default `t_bins`)."""
