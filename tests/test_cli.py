@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_main
 
-FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.conv.channels", "8",
+FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.arch.channels", "8",
         "--train.warmup", "0"]
 
 
@@ -20,14 +20,14 @@ FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.conv.channels"
     (["train-tokenizer", "--out", "X", "--config", "missing.yaml"], "no such config file"),
     (["train-tokenizer", "--out", "X", "--resume", "--overwrite"], "exclude each other"),
     (["train-tokenizer", "--out", "nowhere", "--resume"], "no run to resume"),
-    (["train-tokenizer", "--out", "X", "--data.spec", "faces:size=20", "--model.conv.ch_mult",
-      "[1,2,2,2]"], "model.conv.ch_mult: downsampling factor 8 does not divide the image size "
+    (["train-tokenizer", "--out", "X", "--data.spec", "faces:size=20", "--model.arch.ch_mult",
+      "[1,2,2,2]"], "model.arch.ch_mult: downsampling factor 8 does not divide the image size "
                     "20x20"),
     (["train-tokenizer", "--out", "X", "--model.bottleneck.kind", "vq",
-      "--model.bottleneck.vq.codebook_size", "0"], "model.bottleneck.vq.codebook_size: must be"),
+      "--model.bottleneck.codebook_size", "0"], "model.bottleneck.codebook_size: must be"),
     (["train-tokenizer", "--out", "X", "--model.bottleneck.kind", "fsq",
-      "--model.bottleneck.fsq.levels", "[1,5]", "--model.latent_channels", "2"],
-     "model.bottleneck.fsq.levels"),
+      "--model.bottleneck.levels", "[1,5]", "--model.latent_channels", "2"],
+     "model.bottleneck.levels"),
     (["train-tokenizer", "--out", "X", "--data.spec", "nosuchset"], "nosuchset"),
     (["nosuchcommand"], "invalid choice"),
 ])
@@ -47,8 +47,8 @@ def test_existing_run_needs_resume_or_overwrite(capsys, tmp_path):
     assert run_main(capsys, ["train-tokenizer", "--out", out, *FAST, "--overwrite"])[0] == 0
     # resuming with a different architecture is refused by name
     code, _, err = run_main(capsys, ["train-tokenizer", "--out", out, *FAST, "--resume",
-                                     "--model.conv.channels", "16"])
-    assert code == 2 and "model.conv.channels is 16 here but 8" in err
+                                     "--model.arch.channels", "16"])
+    assert code == 2 and "model.arch.channels is 16 here but 8" in err
     # extending a finished run is allowed
     code, _, _ = run_main(capsys, ["train-tokenizer", "--out", out, "--resume",
                                    "--train.steps", "4"])

@@ -137,8 +137,8 @@ def test_train_codec_makes_a_run_with_an_unconditional_prior(tmp_path):
     short = dict(steps=3, batch_size=16, warmup=1, eval_every=0, checkpoint_every=3, log_every=1)
     tok = dataclasses.replace(cfg.tokenizer, train=dataclasses.replace(cfg.tokenizer.train,
                                                                        **short))
-    tok.model.conv = dataclasses.replace(tok.model.conv, channels=8)
-    tok.model.bottleneck.vq.codebook_size = 16
+    tok.model.arch = dataclasses.replace(tok.model.arch, channels=8)
+    tok.model.bottleneck.codebook_size = 16
     prior = dataclasses.replace(cfg.prior, train=dataclasses.replace(cfg.prior.train, **short))
     prior.transformer = dataclasses.replace(prior.transformer, width=32, depth=1, heads=2)
     cfg = CodecRunConfig(tokenizer=tok, prior=prior)

@@ -51,26 +51,27 @@ class CodecModel:
     Args:
         tokenizer: a discrete convolutional tokenizer (vq, lfq, fsq).
         prior: an `ARTransformer` over its token indices.
-        grid: (h, w), the token grid the prior models (h * w = prior.cfg.seq_len).
+        grid: (h, w), the token grid the prior models (h * w = prior.seq_len).
     """
 
     def __init__(self, tokenizer: Tokenizer, prior: ARTransformer, grid: tuple[int, int]):
-        if not tokenizer.discrete or tokenizer.cfg.arch != "conv":
+        if not tokenizer.discrete or tokenizer.cfg.arch.kind != "conv":
             raise CheckpointError("tokenizer: the codec needs a discrete image tokenizer (conv "
-                                  f"arch, vq/lfq/fsq bottleneck), got {tokenizer.cfg.arch} with "
+                                  f"arch, vq/lfq/fsq bottleneck), got "
+                                  f"{tokenizer.cfg.arch.kind} with "
                                   f"{tokenizer.cfg.bottleneck.kind}")
-        if prior.cfg.vocab_size != tokenizer.bottleneck.codebook_size:
-            raise CheckpointError(f"prior: vocabulary of {prior.cfg.vocab_size} tokens, but the "
+        if prior.vocab_size != tokenizer.bottleneck.codebook_size:
+            raise CheckpointError(f"prior: vocabulary of {prior.vocab_size} tokens, but the "
                                   f"tokenizer has {tokenizer.bottleneck.codebook_size} codes")
-        if grid[0] * grid[1] != prior.cfg.seq_len:
-            raise CheckpointError(f"prior: {prior.cfg.seq_len} tokens per item, not a "
+        if grid[0] * grid[1] != prior.seq_len:
+            raise CheckpointError(f"prior: {prior.seq_len} tokens per item, not a "
                                   f"{grid[0]}x{grid[1]} grid")
         self.tokenizer = tokenizer.eval()
         self.prior = prior.to("cpu", torch.float32).eval()
         self.grid = (int(grid[0]), int(grid[1]))
-        self.channels = tokenizer.cfg.in_channels
+        self.channels = tokenizer.in_channels
         self.tile = (self.grid[0] * tokenizer.factor, self.grid[1] * tokenizer.factor)
-        self.vocab = prior.cfg.vocab_size
+        self.vocab = prior.vocab_size
         self.fingerprint = model_fingerprint(tokenizer, prior)
 
     @property

@@ -9,6 +9,7 @@ The run directory gets, besides what every run has (see `training.rundir`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ from latentlab.data.base import LatentlabDataset
 from latentlab.errors import CheckpointError, UserError
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.encode import cached_split
-from latentlab.generation.models import Modelled, build_models, build_process
+from latentlab.generation.models import Modelled, build_models, build_process, resolve_network
 from latentlab.generation.objectives import (
     ARObjective,
     GANObjective,
@@ -60,7 +61,7 @@ def renderer(tokenizer: Tokenizer | None, what: Modelled):
     """Generated items -> images (B, C, H, W) in [-1, 1] for preview grids (None: vectors)."""
     if tokenizer is None:
         return (lambda x: x.float().clamp(-1, 1)) if len(what.shape) == 3 else None
-    if tokenizer.cfg.arch == "mlp":
+    if tokenizer.cfg.arch.kind == "mlp":
         return None  # a vector tokenizer: nothing to draw
 
     @torch.no_grad()
@@ -80,7 +81,7 @@ def make_objective(cfg: GeneratorRunConfig, what: Modelled,
         return ARObjective(models["model"], what.num_classes, g.label_dropout, render)
     if g.family == "gan":
         return GANObjective(models["model"], models["discriminator"], what.num_classes,
-                            g.gan.loss, render)
+                            g.network.loss, render)
     return ProcessObjective(models["model"], build_process(g), what.num_classes,
                             g.label_dropout, render)
 
@@ -89,10 +90,12 @@ def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new"
     """Train the generator `cfg` describes into run directory `out`; returns final metrics."""
     world = D.setup(cfg.train.device)
     train_data, test_data, what = generator_data(cfg)
+    cfg = dataclasses.replace(cfg, generator=resolve_network(cfg.generator, what))
     tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
     run = RunDir(out, mode, writer=world.is_main)
     if mode == "resume":
         stored = C.load(GeneratorRunConfig, run.config_path)
+        stored = dataclasses.replace(stored, generator=resolve_network(stored.generator, what))
         found = C.first_difference(cfg, stored, skip=("train.steps",))
         if found:
             raise UserError(f"--resume: {found[0]} is {found[1]!r} here but {found[2]!r} in "

@@ -6,7 +6,7 @@ Legend: B batch, C channels, H height, W width.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from latentlab.config import switched
 from latentlab.data.base import LatentlabDataset, collate
 from latentlab.metrics.reconstruction import reconstruction_metrics
 from latentlab.tokenizers.bottlenecks.usage import code_histogram, perplexity
@@ -31,8 +32,12 @@ class LossConfig:
     """Pixel reconstruction loss."""
     gan: bool = False
     """Add a PatchGAN adversarial loss (VQGAN); its settings are under `discriminator`."""
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    """The discriminator and how its loss is weighed (used when gan is true)."""
+    discriminator: DiscriminatorConfig | None = None
+    """The discriminator and how its loss is weighed: only when gan is true (its defaults when
+    not given)."""
+
+    def __post_init__(self):
+        self.discriminator = switched(self.discriminator, self.gan, DiscriminatorConfig)
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:

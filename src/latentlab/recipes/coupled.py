@@ -185,7 +185,8 @@ class LatentCoupling(Coupling):
         if cfg.tiny == "dit" and dit is None:
             raise ValueError("tiny: dit builds the big generator in miniature, but the big "
                              "generator is not a DiT (name its config in coupled.big_generator)")
-        tiny = [tiny_generator(latent_shape, w, cfg.depth, dit=dit) for w in cfg.widths]
+        tiny = [tiny_generator(latent_shape, w, cfg.depth, dit=dit, num_classes=big.num_classes)
+                for w in cfg.widths]
         super().__init__(cfg, tiny, [f"t{b}" for b in range(cfg.t_bins)], big.parameters,
                          big.samples, cfg.fit_history)
         self.steps, self.batch = steps, batch

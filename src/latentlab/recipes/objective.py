@@ -57,13 +57,14 @@ class TokenizerObjective(Objective):
         self.tokenizer, self.cfg, self.coupling = tokenizer, loss, coupling
         # held-out images whose latents score the tiny generators (not saved: data, not state)
         self.register_buffer("heldout", heldout, persistent=False)
-        self.weak_decoder = weak_decoder(tokenizer.cfg, dae) if dae is not None else None
+        self.weak_decoder = (weak_decoder(tokenizer.cfg, tokenizer.in_channels, dae)
+                             if dae is not None else None)
         self.unused_parameters = dae is not None  # one decoder idles in each stage
         self.register_buffer("switch", torch.tensor(switch_step(steps, dae) if dae else -1))
         self.register_buffer("last_step", torch.zeros((), dtype=torch.long))
         self.discriminator = None
         if loss.gan:
-            self.discriminator = PatchDiscriminator(tokenizer.cfg.in_channels, loss.discriminator)
+            self.discriminator = PatchDiscriminator(tokenizer.in_channels, loss.discriminator)
         self.phases = ("autoencoder", *(coupling.phases if coupling else ()),
                        *(("discriminator",) if loss.gan else ()))
 

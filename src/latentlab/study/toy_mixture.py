@@ -49,7 +49,6 @@ from latentlab.io import write_json
 from latentlab.metrics.latent import nearest_neighbour_accuracy
 from latentlab.recipes.config import DAEConfig
 from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
-from latentlab.tokenizers.bottlenecks import BottleneckConfig
 from latentlab.tokenizers.bottlenecks.kl import KLConfig
 from latentlab.tokenizers.mlp import MLPConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
@@ -128,10 +127,9 @@ class ToyConfig:
     def model_config(self) -> TokenizerConfig:
         """The VAE: fully connected encoder and decoder around a KL bottleneck."""
         return TokenizerConfig(
-            arch="mlp", in_channels=self.d, latent_channels=self.latent,
-            mlp=MLPConfig(encoder_hidden=tuple(self.encoder_hidden),
-                          decoder_hidden=tuple(self.decoder_hidden)),
-            bottleneck=BottleneckConfig(kind="kl", kl=KLConfig(weight=self.kl)))
+            arch=MLPConfig(encoder_hidden=tuple(self.encoder_hidden),
+                           decoder_hidden=tuple(self.decoder_hidden)),
+            latent_channels=self.latent, bottleneck=KLConfig(weight=self.kl))
 
     def run_config(self, seed: int) -> TokenizerRunConfig:
         """The `train-tokenizer` configuration of repetition `seed`."""
@@ -228,7 +226,7 @@ def run_toy(cfg: ToyConfig, out: str | Path | None = None) -> dict:
         root = out if out is not None else Path(scratch.name)
         seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
         runs = [run_seed(cfg, s, root / f"seed-{s}") for s in seeds]
-    model = Tokenizer(cfg.model_config())
+    model = Tokenizer(cfg.model_config(), cfg.d)
     config = asdict(cfg) | {"encoder_hidden": list(cfg.encoder_hidden),
                             "decoder_hidden": list(cfg.decoder_hidden), "kl_weight": cfg.kl}
     result = {"config": config, "runs": runs, "summary": summarise(runs),
