@@ -364,11 +364,9 @@ def _leaves(cls: type, cfg: Any = None, prefix: str = "", every: bool = False):
             yield from _leaves(type(value), value, f"{name}.")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, shown: Any = None) -> None:
-    """One `--a.b VALUE` option per leaf field of `cls` (every kind's, so any can be set),
-    documented from its docstring. With `shown`, an instance of `cls`, the help lists only the
-    options that act in it, with its values as defaults; the others are accepted but hidden."""
-    acting = {name: value for name, _, value, _ in _leaves(cls, shown)} if shown else None
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--a.b VALUE` option per leaf field of `cls`, every kind's (so that any can be set),
+    documented from its docstring. `show_acting` then narrows the help to one config."""
     groups: dict[str, Any] = {}
     seen: set[str] = set()
     for name, tp, default, doc in _leaves(cls, every=True):
@@ -378,14 +376,25 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, shown: Any = None)
         section = name.rsplit(".", 1)[0] if "." in name else None
         target = parser if section is None else groups.setdefault(
             section, parser.add_argument_group(f"{section} options"))
-        if acting is not None and name in acting:
-            default = acting[name]
-        shown_default = "" if default is dataclasses.MISSING else f" (default: {default!r})"
+        shown = "" if default is dataclasses.MISSING else f" (default: {default!r})"
         shown_type = _type_name(tp) if typing.get_origin(tp) is Literal else _type_name(tp).upper()
-        hidden = acting is not None and name not in acting
-        target.add_argument(f"--{name}", dest=f"cfg:{name}", metavar=shown_type,
-                            type=str if tp is str else parse_value, default=argparse.SUPPRESS,
-                            help=argparse.SUPPRESS if hidden else f"{doc}{shown_default}")
+        action = target.add_argument(
+            f"--{name}", dest=f"cfg:{name}", metavar=shown_type, help=f"{doc}{shown}",
+            type=str if tp is str else parse_value, default=argparse.SUPPRESS)
+        action.doc = doc
+
+
+def show_acting(parser: argparse.ArgumentParser, cfg: Any) -> None:
+    """Narrow the help of the options `add_arguments` made to those that act in `cfg` (the chosen
+    kind of each union, no section that is off), with `cfg`'s values as their defaults; the
+    others stay accepted, but hidden."""
+    acting = {name: value for name, _, value, _ in _leaves(type(cfg), cfg)}
+    for action in parser._actions:
+        name = action.dest.removeprefix("cfg:")
+        if name == action.dest:
+            continue
+        action.help = (f"{action.doc} (default: {acting[name]!r})" if name in acting
+                       else argparse.SUPPRESS)
 
 
 def overrides_from(namespace: argparse.Namespace) -> dict[str, Any]:
