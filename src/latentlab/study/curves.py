@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentlab.evaluation.verdicts import compare, generation_verdict
+from latentlab.evaluation.views import IMAGE_VIEWS
 from latentlab.io import write_json
-from latentlab.metrics.views import IMAGE_VIEWS
 
 CURVE_EVALUATION = "evaluation.json"
 
