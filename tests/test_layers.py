@@ -155,6 +155,14 @@ def format_graph(graph: Graph, stack=STACK) -> str:
     return "\n".join(lines + problems)
 
 
+def import_graph(src: Path = SRC) -> str:
+    """The package import graph of the code at `src` and every problem found (cycles between
+    packages or modules, arrows against the stack), as text to paste in a note."""
+    modules = module_graph(src)
+    return "\n".join([format_graph(package_graph(modules))] +
+                     [f"module cycle: {' <-> '.join(c)}" for c in cycles(modules)])
+
+
 def documented_stack(text: str) -> tuple[tuple[str, ...], ...]:
     """The layer table of docs/architecture.md: rows `| N | `a`, `b` | ... |`, layer 0 first."""
     rows = re.findall(r"^\| *(\d+) *\| *((?:`\w+`(?:, *)?)+) *\|", text, re.MULTILINE)
@@ -163,9 +171,8 @@ def documented_stack(text: str) -> tuple[tuple[str, ...], ...]:
 
 
 def test_no_import_cycle_between_packages():
-    graph = package_graph(module_graph())
-    print("\n" + format_graph(graph))
-    assert cycles(graph) == []
+    print("\n" + import_graph())
+    assert cycles(package_graph(module_graph())) == []
 
 
 def test_no_import_cycle_between_modules():
@@ -214,4 +221,4 @@ def test_relative_and_function_level_imports_are_seen(tmp_path):
 
 if __name__ == "__main__":
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else SRC
-    print(format_graph(package_graph(module_graph(root))))
+    print(import_graph(root))
