@@ -57,6 +57,7 @@ from torch import nn
 from training_step import BareStep, Case, case_figures, measure_cases
 
 from latentlab.data import load_dataset
+from latentlab.nn import num_parameters
 from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.tokenizers.bottlenecks import BottleneckOutput, KLConfig
 from latentlab.tokenizers.bottlenecks.usage import code_histogram, perplexity
@@ -283,7 +284,7 @@ def main() -> None:
             print(f"top operators of the VQ call, {name}:")
             print_top_ops(call, calls=5)
 
-    params = sum(p.numel() for p in s.kl_case.tokenizer().parameters())
+    params = num_parameters(s.kl_case.tokenizer())
     print(f"tokenizer_kl: {params / 1e6:.2f} M parameters, batch {s.kl_case.batch}, "
           f"{flops['tokenizer_kl'] / 1e9:.1f} GFLOP per training step")
     print(f"vq timing: ours {OURS_TIMING}; peer {PEER_TIMING}")

@@ -81,3 +81,52 @@ def test_data_info(capsys, tmp_path):
     code, _, err = run_main(capsys, ["data", "info", "mixture:k=x"])
     assert code == 2 and err.strip() == ("latentlab: error: dataset spec 'mixture:k=x': option "
                                          "'k' must be a positive integer, got 'x'")
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["train-tokenizer", "--train.stpes", "5", "--out", "x"],
+     "latentlab train-tokenizer: error: unrecognized arguments: --train.stpes (did you mean "
+     "--train.steps?)"),
+    (["train-tokenizer", "--preset", "digit-kl", "--out", "x"],
+     "latentlab train-tokenizer: error: argument --preset: invalid choice: 'digit-kl' (did you "
+     "mean digits-kl?)"),
+    (["trian-tokenizer", "--out", "x"],
+     "latentlab: error: argument command: invalid choice: 'trian-tokenizer' (did you mean "
+     "train-tokenizer?)"),
+    (["data", "info", "digits", "--gird", "x"],
+     "latentlab data info: error: unrecognized arguments: --gird (did you mean --grid?)"),
+    (["train-tokenizer", "--out", "x", "--zzzzzz", "5"],  # nothing close: no suggestion
+     "latentlab train-tokenizer: error: unrecognized arguments: --zzzzzz (see --help)"),
+])
+def test_a_misspelling_gets_the_closest_word_in_one_line(capsys, tmp_path, monkeypatch, argv,
+                                                          line):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capsys, argv)
+    assert (code, out, err) == (2, "", line + "\n")
+    assert not (tmp_path / "x").exists()  # refused before anything ran
+
+
+def test_top_level_help_is_written_for_users(capsys):
+    code, out, _ = run_main(capsys, ["--help"])
+    assert code == 0
+    first = out.split("\n\n")[1]  # after the usage lines
+    assert first.startswith("Train latent generative models as one system: a tokenizer")
+    assert "\n  latentlab demo\n" in out
+    assert "latentlab train-tokenizer --preset digits-kl --out runs/kl" in out
+    assert "latentlab train-generator --tokenizer runs/kl --out runs/flow" in out
+    assert "plain function" not in out
+
+
+def test_every_command_module_is_in_the_registry_once():
+    from pathlib import Path
+
+    from latentlab import commands
+    from latentlab.cli import build_parser
+
+    modules = {p.stem for p in Path(commands.__file__).parent.glob("*.py")}
+    registered = [m.__name__.rpartition(".")[2] for m in commands.COMMANDS]
+    assert sorted(registered) == sorted(modules - {"__init__", "common"})
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert list(sub.choices) == [
+        "demo", "study", "train-tokenizer", "encode", "train-generator", "sample", "evaluate",
+        "scaling", "toy-mixture", "train-codec", "compress", "decompress", "data"]

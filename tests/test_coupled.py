@@ -12,9 +12,10 @@ import torch
 
 from latentlab.data import load_dataset
 from latentlab.generators.denoisers.dit import DiT, DiTBlock, DiTConfig
+from latentlab.nn import num_parameters
 from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.coupled import LatentCoupling, round_trip
-from latentlab.recipes.tiny import BigGenerator, binned_losses, num_parameters, tiny_generator
+from latentlab.recipes.tiny import BigGenerator, binned_losses, tiny_generator
 from latentlab.recipes.train import build_objective
 from latentlab.training.flops import counted_flops
 from tests.conftest import tiny_run_config

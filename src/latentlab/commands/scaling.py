@@ -11,7 +11,8 @@ import argparse
 import json
 import sys
 
-from latentlab.cli import _mode, _run_options
+from latentlab.commands.common import run_mode as _mode
+from latentlab.commands.common import run_options as _run_options
 from latentlab.errors import ConfigError
 
 

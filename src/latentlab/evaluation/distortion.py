@@ -29,7 +29,7 @@ from einops import rearrange
 
 from latentlab import config as C
 from latentlab.data import load_dataset
-from latentlab.recipes.baseline import EVAL_BATCH
+from latentlab.data.base import EVAL_BATCH
 from latentlab.recipes.coupled import LatentCoupling, round_trip
 from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training import checkpoint

@@ -1,5 +1,5 @@
 """Evaluate a trained generator run: sample, decode, and score the samples against a reference
-set of real items in every view (`metrics.views`); for an autoregressive prior also the rate,
+set of real items in every view (`evaluation.views`); for an autoregressive prior also the rate,
 bits per dimension from its exact log-likelihood of the test tokens. Definitions in
 docs/metrics.md.
 
@@ -20,10 +20,10 @@ from einops import rearrange
 from latentlab import pixels
 from latentlab.data import load_dataset
 from latentlab.errors import UserError
+from latentlab.evaluation.views import dataset_views
 from latentlab.generation.encode import cached_split
 from latentlab.generation.sample import LoadedGenerator, sample_to_file
 from latentlab.metrics.generation import generation_metrics
-from latentlab.metrics.views import dataset_views
 
 SAMPLES = "samples.npz"
 DEFAULT_N = 2000
@@ -105,7 +105,7 @@ def score_samples(spec: str, samples: str | os.PathLike, cache_dir: str | os.Pat
         raise UserError(f"{samples}: {len(fake)} items; scoring needs at least 4")
     train = real if split == "train" else real_items(spec, "train")[0]
     views, judges = dataset_views(spec, train, cache_dir, inception)
-    from latentlab.metrics.features import feature_network
+    from latentlab.evaluation.features import feature_network
 
     out = generation_metrics(views, real, fake, labels, feature_network(spec, cache_dir), seed)
     return out | judges | {"views": list(views), "reference": split, "samples": len(fake),

@@ -22,7 +22,7 @@ import torch
 
 from latentlab import config as C
 from latentlab.data import load_dataset
-from latentlab.recipes.baseline import EVAL_BATCH
+from latentlab.data.base import EVAL_BATCH
 from latentlab.recipes.tiny import binned_losses
 from latentlab.tokenizers.tokenizer import Tokenizer
 

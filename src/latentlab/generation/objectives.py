@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.data.base import Batch, LatentlabDataset
+from latentlab.data.base import Batch, LatentlabDataset, eval_batches
 from latentlab.generators.guidance import drop_labels
 from latentlab.generators.process import Process
 from latentlab.nn.gan_losses import discriminator_loss, generator_loss
-from latentlab.recipes.baseline import eval_batches
 from latentlab.training.objective import Objective
 
 EVAL_SEED = 0

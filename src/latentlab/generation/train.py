@@ -32,6 +32,7 @@ from latentlab.generation.objectives import (
     ProcessObjective,
 )
 from latentlab.io import atomic_path, write_json
+from latentlab.nn import num_parameters
 from latentlab.tokenizers.tokenizer import Tokenizer, load_weights
 from latentlab.training import RunDir, train
 from latentlab.training import distributed as D
@@ -112,7 +113,7 @@ def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new"
     model = result.eval_model
     metrics = {"test": {k.removeprefix("eval/"): v for k, v in result.evals.items()},
                "modelled": what.as_dict(),
-               "parameters": sum(p.numel() for p in model.parameters()),
+               "parameters": num_parameters(model),
                "steps": result.step, "replicas_identical": result.replicas_identical,
                "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
     if world.is_main:

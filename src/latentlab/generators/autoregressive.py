@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.nn.transformer import KV, MLP, SelfAttention, num_parameters
+from latentlab.nn import num_parameters
+from latentlab.nn.transformer import KV, MLP, SelfAttention
 
 
 @dataclass

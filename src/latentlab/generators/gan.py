@@ -35,9 +35,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from latentlab.nn import num_parameters
 from latentlab.nn.blocks import group_norm
 from latentlab.nn.gan_losses import GAN_LOSSES
-from latentlab.nn.transformer import num_parameters
 
 MIN_SIZE, MAX_SIZE = 4, 32
 """Image / latent side lengths the conv stacks support (powers of two in between)."""

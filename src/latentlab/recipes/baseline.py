@@ -12,18 +12,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from latentlab.config import switched
-from latentlab.data.base import LatentlabDataset, collate
+from latentlab.data.base import LatentlabDataset, eval_batches
 from latentlab.metrics.reconstruction import reconstruction_metrics
 from latentlab.tokenizers.bottlenecks.usage import code_histogram, perplexity
 from latentlab.tokenizers.discriminator import (
     DiscriminatorConfig,
 )
 from latentlab.tokenizers.tokenizer import Tokenizer
-
-EVAL_BATCH = 256
 
 
 @dataclass
@@ -44,15 +41,6 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torc
     """Mean L1 or L2 distance, computed in fp32 whatever the autocast dtype."""
     x_hat = x_hat.float()
     return F.l1_loss(x_hat, x) if kind == "l1" else F.mse_loss(x_hat, x)
-
-
-def eval_batches(data: LatentlabDataset, device: torch.device | str,
-                 memory_format=torch.contiguous_format):
-    """The whole of `data` in order, in batches, on `device`."""
-    sampler = [list(range(i, min(i + EVAL_BATCH, len(data))))
-               for i in range(0, len(data), EVAL_BATCH)]
-    for batch in DataLoader(data, batch_sampler=sampler, collate_fn=collate):
-        yield batch.to(device, memory_format)
 
 
 @torch.no_grad()

@@ -47,12 +47,12 @@ from torch import nn
 
 from latentlab.generators.process import per_batch
 from latentlab.generators.samplers import euler
+from latentlab.nn import num_parameters
 from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.scaling import PowerLaw, rho_squared
 from latentlab.recipes.tiny import (
     BigGenerator,
     binned_losses,
-    num_parameters,
     tiny_generator,
     tiny_process,
 )

@@ -18,9 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentlab.data.base import Batch, LatentlabDataset
+from latentlab.data.base import EVAL_BATCH, Batch, LatentlabDataset
 from latentlab.recipes.baseline import (
-    EVAL_BATCH,
     LossConfig,
     evaluate_tokenizer,
     reconstruction_loss,

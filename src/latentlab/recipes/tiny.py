@@ -99,10 +99,6 @@ def tiny_process(family: str) -> Process:
     return PROCESSES[family]()
 
 
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 EVAL_SEED = 0
 """Seed of the held-out t and noise draws: the same for every model scored, so differences
 between models are not drowned in draw noise (common random numbers)."""

@@ -20,11 +20,13 @@ from latentlab import config as C
 from latentlab import pixels
 from latentlab.config import switched
 from latentlab.data import load_dataset
+from latentlab.data.base import eval_batches
 from latentlab.data.config import DataConfig
 from latentlab.errors import ConfigError, UserError
 from latentlab.generators.denoisers.dit import DiT
 from latentlab.io import write_json
-from latentlab.recipes.baseline import LossConfig, eval_batches, evaluate_tokenizer
+from latentlab.nn import num_parameters
+from latentlab.recipes.baseline import LossConfig, evaluate_tokenizer
 from latentlab.recipes.config import CoupledConfig, DAEConfig
 from latentlab.recipes.coupled import LatentCoupling
 from latentlab.recipes.coupled_tokens import TokenCoupling
@@ -122,7 +124,7 @@ def big_generator(cfg: TokenizerRunConfig, latent: tuple[int, ...], num_classes:
                     num_classes, vocab)
     network = build_models(run.generator, what)["model"]
     return BigGenerator(
-        coupled.big_parameters or sum(p.numel() for p in network.parameters()),
+        coupled.big_parameters or num_parameters(network),
         coupled.big_samples or run.train.steps * run.train.batch_size,
         network.cfg if isinstance(network, DiT) else None, num_classes)
 
@@ -209,7 +211,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
                "mean_image_mse": mean_image_mse(data, test),
                "latent_shape": list(tokenizer.latent_shape(data.shape)),
                "latent_statistics": stats,
-               "parameters": sum(p.numel() for p in tokenizer.parameters()),
+               "parameters": num_parameters(tokenizer),
                "steps": result.step, "replicas_identical": result.replicas_identical,
                "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
     metrics |= recipe_record(cfg, objective)

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentlab.evaluation.verdicts import compare, generation_verdict
+from latentlab.evaluation.views import IMAGE_VIEWS
 from latentlab.generators.autoregressive import ARConfig
 from latentlab.generators.denoisers.dit import DiTConfig
 from latentlab.io import write_json
-from latentlab.metrics.views import IMAGE_VIEWS
 
 CURVE_EVALUATION = "evaluation.json"
 

@@ -36,10 +36,10 @@ from latentlab.data import load_dataset
 from latentlab.errors import UserError
 from latentlab.evaluation.scaling import scaling_figures
 from latentlab.evaluation.verdicts import Comparison, compare, generation_verdict, verdict_line
+from latentlab.evaluation.views import IMAGE_VIEWS
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.train import train_generator
 from latentlab.io import write_json, write_text
-from latentlab.metrics.views import IMAGE_VIEWS
 from latentlab.recipes.train import TokenizerRunConfig, tokenizer_step_flops, train_tokenizer
 from latentlab.study.config import StudyConfig, generator_run, tokenizer_run
 from latentlab.study.curves import (

@@ -47,6 +47,7 @@ from latentlab.data.config import DataConfig
 from latentlab.errors import UserError
 from latentlab.io import write_json
 from latentlab.metrics.latent import nearest_neighbour_accuracy
+from latentlab.nn import num_parameters
 from latentlab.recipes.config import DAEConfig
 from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 from latentlab.tokenizers.bottlenecks.kl import KLConfig
@@ -230,7 +231,7 @@ def run_toy(cfg: ToyConfig, out: str | Path | None = None) -> dict:
     config = asdict(cfg) | {"encoder_hidden": list(cfg.encoder_hidden),
                             "decoder_hidden": list(cfg.decoder_hidden), "kl_weight": cfg.kl}
     result = {"config": config, "runs": runs, "summary": summarise(runs),
-              "parameters": {part: sum(p.numel() for p in getattr(model, part).parameters())
+              "parameters": {part: num_parameters(getattr(model, part))
                              for part in ("encoder", "decoder")}}
     if out is not None:
         write_json(out / RESULT, result)

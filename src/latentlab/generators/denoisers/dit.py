@@ -18,8 +18,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from latentlab.nn import num_parameters
 from latentlab.nn.embeddings import timestep_embedding
-from latentlab.nn.transformer import MLP, SelfAttention, num_parameters
+from latentlab.nn.transformer import MLP, SelfAttention
 
 TIME_FREQUENCIES = 256
 """Width of the sinusoidal timestep embedding fed to the timestep MLP (DiT's
