@@ -14,7 +14,11 @@ FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.arch.channels"
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train-tokenizer"], "the following arguments are required: --out"),
+    (["train-tokenizer"], "--out: required (the run directory)"),
+    (["train-tokenizer", "--out", "X", "--coupled.weight", "0.5"],
+     "--coupled.weight: does not act in this configuration (its section is off; see --help)"),
+    (["train-tokenizer", "--out", "X", "--model.bottleneck.codebook_size", "8"],
+     "model.bottleneck.codebook_size: a setting of kind vq, not of kind 'kl'"),
     (["train-tokenizer", "--out", "X", "--train.steps", "0"], "train.steps: must be >= 1"),
     (["train-tokenizer", "--out", "X", "--train.stpes", "3"], "unrecognized arguments"),
     (["train-tokenizer", "--out", "X", "--config", "missing.yaml"], "no such config file"),
@@ -130,3 +134,44 @@ def test_every_command_module_is_in_the_registry_once():
     assert list(sub.choices) == [
         "demo", "study", "train-tokenizer", "encode", "train-generator", "sample", "evaluate",
         "scaling", "toy-mixture", "train-codec", "compress", "decompress", "data"]
+
+
+def option_names(text: str) -> set[str]:
+    return {word for line in text.splitlines() for word in line.split()
+            if word.startswith("--")}
+
+
+@pytest.mark.parametrize("argv, acting, hidden", [
+    (["train-tokenizer"], {"--model.bottleneck.weight", "--model.arch.ch_mult", "--train.steps"},
+     {"--model.bottleneck.codebook_size", "--coupled.weight", "--dae.weak_width",
+      "--loss.discriminator.weight", "--model.arch.encoder_hidden"}),
+    (["train-tokenizer", "--preset", "mixture-vq", "--recipe", "coupled"],
+     {"--model.bottleneck.codebook_size", "--model.arch.encoder_hidden", "--coupled.weight"},
+     {"--model.bottleneck.weight", "--model.arch.ch_mult", "--dae.weak_width"}),
+    (["train-generator", "--config", "configs/generators/digits-ar.yaml"],
+     {"--generator.network.dropout", "--generator.network.width"},
+     {"--generator.network.patch_size", "--generator.process.time_sampling",
+      "--generator.network.noise_dim"}),
+])
+def test_help_lists_the_options_that_act_with_their_values(capsys, monkeypatch, argv, acting,
+                                                           hidden):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    code, out, _ = run_main(capsys, [*argv, "--help"])
+    assert code == 0
+    names = option_names(out)
+    assert acting <= names and not hidden & names, (acting - names, hidden & names)
+    code, everything, _ = run_main(capsys, [*argv, "--help-all"])
+    assert code == 0 and acting | hidden <= option_names(everything)
+    # the default tokenizer's help and a generator's fit a screenful or two; a coupled recipe
+    # brings its thirty settings
+    assert len(out.splitlines()) <= (150 if "--recipe" not in argv else 300)
+
+
+def test_help_shows_the_chosen_values(capsys):
+    code, out, _ = run_main(capsys, ["train-tokenizer", "--preset", "digits-vq",
+                                     "--train.steps", "7", "--help"])
+    assert code == 0
+    assert "(default: 128)" in out.split("--model.bottleneck.codebook_size")[1].split("--")[0]
+    assert "(default: 7)" in out.split("--train.steps")[1].split("--")[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from latentlab.commands.common import merged, run_mode, run_options
+from latentlab.commands.common import run_mode, run_options
 from latentlab.errors import UserError
 
 POLICY = ("Images of any size are coded as tiles of the tokenizer's training resolution: each "
@@ -55,7 +55,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     else:
         base = {"tokenizer": C.to_dict(TOKENIZER_PRESETS[args.preset]),
                 "prior": C.to_dict(PriorConfig())}
-        cfg = C.from_dict(CodecRunConfig, merged(base, overrides))
+        cfg = C.from_dict(CodecRunConfig, C.apply_overrides(base, overrides))
     metrics = train_codec(cfg, args.out, mode)
     tok = metrics["tokenizer"]
     print(f"codec {metrics['fingerprint']}: tokenizer PSNR {tok.get('psnr', float('nan')):.2f} "

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from latentlab import config as C
-from latentlab.commands.common import run_mode, run_options
+from latentlab.commands.common import config_parser, configured, run_mode, run_options
 from latentlab.errors import UserError
 from latentlab.training.rundir import CONFIG
 
@@ -17,14 +17,16 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from latentlab.generation.config import GeneratorRunConfig
     from latentlab.generation.train import train_generator
 
-    mode = run_mode(args)
+    mode = None if args.help or args.help_all else run_mode(args)
     overrides = C.overrides_from(args)
-    if not args.config and mode == "resume":
+    if not args.config and args.resume and args.out:
         stored = Path(args.out) / CONFIG
         if not stored.exists():
             raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
         args.config = stored
     cfg = C.load(GeneratorRunConfig, args.config, overrides)
+    if configured(args, cfg):
+        return 0
     metrics = train_generator(cfg, args.out, mode)
     print("test: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics["test"].items()))
     return 0
@@ -51,9 +53,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     from latentlab.generation.config import GeneratorRunConfig
 
-    p = sub.add_parser("train-generator", help="train a generator on latents, pixels or vectors",
-                       description="Train a generator. With --tokenizer it models that "
-                                   "tokenizer's latent (cached beside it); without, the data.")
+    p = config_parser(sub, "train-generator", "train a generator on latents, pixels or vectors",
+                      description="Train a generator. With --tokenizer it models that "
+                                  "tokenizer's latent (cached beside it); without, the data. "
+                                  "--help lists the options that act in the chosen "
+                                  "configuration.")
     p.add_argument("--config", help="YAML config file (see configs/generators/)")
     run_options(p)
     C.add_arguments(p, GeneratorRunConfig)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from latentlab import config as C
-from latentlab.commands.common import merged, run_mode, run_options
+from latentlab.commands.common import config_parser, configured, run_mode, run_options
 from latentlab.errors import UserError
 from latentlab.training.rundir import CONFIG
 
@@ -16,18 +16,20 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from latentlab.recipes.presets import TOKENIZER_PRESETS
     from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 
-    mode = run_mode(args)
+    mode = None if args.help or args.help_all else run_mode(args)
     overrides = C.overrides_from(args)
     if args.config:
         cfg = C.load(TokenizerRunConfig, args.config, overrides)
-    elif mode == "resume":  # continue with the run's own configuration
+    elif args.resume and args.out:  # continue with the run's own configuration
         stored = Path(args.out) / CONFIG
         if not stored.exists():
             raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
         cfg = C.load(TokenizerRunConfig, stored, overrides)
     else:
         preset = TOKENIZER_PRESETS[args.preset]
-        cfg = C.from_dict(TokenizerRunConfig, merged(C.to_dict(preset), overrides))
+        cfg = C.from_dict(TokenizerRunConfig, C.apply_overrides(C.to_dict(preset), overrides))
+    if configured(args, cfg):
+        return 0
     metrics = train_tokenizer(cfg, args.out, mode)
     _print_summary(metrics)
     return 0
@@ -61,13 +63,14 @@ def register(sub) -> None:
     from latentlab.recipes.presets import TOKENIZER_PRESETS
     from latentlab.recipes.train import TokenizerRunConfig
 
-    p = sub.add_parser("train-tokenizer", help="train a decomposer (tokenizer)",
-                       description="Train a decomposer. Settings come from the preset, then "
-                                   "--config FILE.yaml, then the dotted options below.")
+    p = config_parser(sub, "train-tokenizer", "train a decomposer (tokenizer)",
+                      description="Train a decomposer. Settings come from the preset, then "
+                                  "--config FILE.yaml, then the dotted options below; --help "
+                                  "lists those that act in the chosen configuration.")
     p.add_argument("--config", help="YAML config file (see configs/)")
     p.add_argument("--preset", default="digits-kl", choices=sorted(TOKENIZER_PRESETS),
                    metavar="NAME", help="built-in configuration used when no --config is "
-                   f"given: {', '.join(TOKENIZER_PRESETS)} (default: digits-kl)")
+                   "given, DATASET-BOTTLENECK as configs/NAME.yaml (default: digits-kl)")
     run_options(p)
     C.add_arguments(p, TokenizerRunConfig)
     p.set_defaults(func=cmd_train_tokenizer)
