@@ -70,7 +70,7 @@ class ObjectiveStep:
 
     def forward_backward(self) -> None:
         with _autocast(self.cfg, torch.device("cpu")):
-            loss, _ = self.objective(self.phase, self.batch, 0)
+            loss = self.objective(self.phase, self.batch, 0, {}).loss
         loss.backward()
 
     def __call__(self) -> None:

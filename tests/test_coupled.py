@@ -4,6 +4,7 @@ counts against the analytic count of a DiT's matmuls."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -17,6 +18,8 @@ from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.coupled import LatentCoupling, round_trip
 from latentlab.recipes.tiny import BigGenerator, binned_losses, tiny_generator
 from latentlab.recipes.train import build_objective
+from latentlab.tokenizers.bottlenecks import BottleneckConfig
+from latentlab.tokenizers.bottlenecks.vq import VQConfig
 from latentlab.training.flops import counted_flops
 from tests.conftest import tiny_run_config
 
@@ -86,8 +89,8 @@ def test_tiny_dit_takes_and_gives_flat_latents_and_needs_a_dit_big_generator():
 # -- held-out tiny losses ----------------------------------------------------------------------
 
 def test_heldout_losses_come_from_latents_the_tiny_generators_never_train_on(monkeypatch):
-    """The tiny phases train on what the autoencoder phase stored: the training batch. The
-    held-out scoring sees the test items, and nothing it scores is ever stored."""
+    """The tiny phases train on what the autoencoder phase hands on: the training batch. The
+    held-out scoring sees the test items, and nothing it scores is ever handed on."""
     cfg = dataclasses.replace(tiny_run_config(), recipe="coupled", coupled=CoupledConfig(
         widths=(8, 16, 32), depth=1, fit_every=2, start=0, big_parameters=10**5, heldout=32))
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
@@ -101,12 +104,11 @@ def test_heldout_losses_come_from_latents_the_tiny_generators_never_train_on(mon
                         lambda x: encoded.append(x) or encode(x))
     batch = train.__getitems__(list(range(16)))
     for step in range(5):
-        objective("autoencoder", batch, step)
-        stored = list(objective.coupling._stored)
+        handed = {"autoencoder": objective("autoencoder", batch, step, {}).handed}
         for phase in objective.coupling.phases:
-            objective(phase, batch, step)
+            objective(phase, batch, step, handed)
         # everything the tiny phases trained on at this step came from the training batch
-        assert len(stored) == 1 and stored[0].shape[0] == len(batch.x)
+        assert handed["autoencoder"].shape[0] == len(batch.x)
     heldout_calls = [x for x in encoded if x.shape[0] == 32]
     assert len(heldout_calls) == 2  # steps 2 and 4
     assert all(torch.equal(x, held) for x in heldout_calls)
@@ -115,6 +117,48 @@ def test_heldout_losses_come_from_latents_the_tiny_generators_never_train_on(mon
     assert not flat(held) & flat(train.__getitems__(list(range(len(train)))).x)
     tracker = objective.coupling.tracker
     assert tracker.observed and tracker.seen[-1] == 4 * cfg.train.batch_size
+
+
+# -- what the tiny phases train on -------------------------------------------------------------
+
+def coupled_objective(bottleneck: BottleneckConfig, channels: int):
+    cfg = tiny_run_config()
+    cfg = dataclasses.replace(cfg, recipe="coupled", coupled=CoupledConfig(
+        widths=(8, 16, 32), depth=1, fit_every=2, start=0, ramp=1, big_parameters=10**5),
+        model=dataclasses.replace(cfg.model, latent_channels=channels, bottleneck=bottleneck))
+    torch.manual_seed(0)
+    return build_objective(cfg, load_dataset("digits", "train"))
+
+
+@pytest.mark.parametrize("bottleneck, channels", [
+    (BottleneckConfig(kind="kl"), 2),
+    (BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16)), 4)])
+def test_a_tiny_phase_depends_on_the_latents_it_is_given_not_on_earlier_phases(bottleneck,
+                                                                              channels):
+    """Given the same latents, a tiny phase has the same loss, gradient and tracked values
+    whether it runs alone or after steps of every phase and another batch's autoencoder phase."""
+    base = coupled_objective(bottleneck, channels)
+    data = load_dataset("digits", "train")
+    batch, other = data.__getitems__(list(range(16))), data.__getitems__(list(range(16, 32)))
+    given = copy.deepcopy(base)("autoencoder", batch, 0, {}).handed
+    alone, busy = copy.deepcopy(base), copy.deepcopy(base)
+    for step in range(3):  # three whole steps on another batch (step 2 refits the law)
+        handed = {"autoencoder": busy("autoencoder", other, step, {}).handed}
+        for phase in busy.coupling.phases:
+            busy(phase, other, step, handed)
+    assert not torch.equal(busy("autoencoder", other, 3, {}).handed, given)
+    busy.zero_grad()
+    results = []
+    for objective in (alone, busy):
+        torch.manual_seed(1)
+        out = objective("tiny_16", batch, 3, {"autoencoder": given})
+        out.loss.backward()
+        grads = [p.grad for p in objective.coupling.tiny[1].parameters()]
+        results.append((out.loss, grads, objective.coupling.tracker.pending[:, 1]))
+    (loss_a, grads_a, pending_a), (loss_b, grads_b, pending_b) = results
+    assert torch.equal(loss_a, loss_b) and loss_a > 0
+    assert all(torch.equal(g, h) for g, h in zip(grads_a, grads_b, strict=True))
+    assert torch.equal(pending_a, pending_b) and pending_a[1].sum() > 0
 
 
 def test_binned_losses_use_the_same_draws_for_every_model():
