@@ -18,7 +18,7 @@ from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.coupled import LatentCoupling, round_trip
 from latentlab.recipes.tiny import BigGenerator, binned_losses, tiny_generator
 from latentlab.recipes.train import build_objective
-from latentlab.tokenizers.bottlenecks import BottleneckConfig
+from latentlab.tokenizers.bottlenecks import BottleneckConfig, KLConfig
 from latentlab.tokenizers.bottlenecks.vq import VQConfig
 from latentlab.training.flops import counted_flops
 from tests.conftest import tiny_run_config
@@ -131,8 +131,8 @@ def coupled_objective(bottleneck: BottleneckConfig, channels: int):
 
 
 @pytest.mark.parametrize("bottleneck, channels", [
-    (BottleneckConfig(kind="kl"), 2),
-    (BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16)), 4)])
+    (KLConfig(), 2),
+    (VQConfig(codebook_size=16), 4)])
 def test_a_tiny_phase_depends_on_the_latents_it_is_given_not_on_earlier_phases(bottleneck,
                                                                               channels):
     """Given the same latents, a tiny phase has the same loss, gradient and tracked values
