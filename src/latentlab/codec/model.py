@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from latentlab import config as C
-from latentlab.errors import CheckpointError, ConfigError, UserError
-from latentlab.generation.train import load_network
+from latentlab.errors import CheckpointError, UserError
+from latentlab.generation.generator import Generator
 from latentlab.generators.autoregressive import ARTransformer
 from latentlab.tokenizers.tokenizer import Tokenizer
 
@@ -137,18 +137,17 @@ def read_manifest(run: str | Path) -> dict:
 def load_prior(run: str | Path) -> tuple[ARTransformer, tuple[int, int]]:
     """The autoregressive prior of a generator run and the (h, w) token grid it models.
 
-    Unlike `generation.sample.LoadedGenerator.load` this does not load the tokenizer the run
-    names: a codec run holds its own, and moving the run must not break it.
+    Like `Generator.load`, and unlike `generation.sample.LoadedGenerator.load`, this does not
+    load the tokenizer the run names: a codec run holds its own, and moving the run must not
+    break it.
     """
-    try:
-        cfg, what, model = load_network(run)
-    except ConfigError as e:
-        raise CheckpointError(f"{run}: not a generator run ({e})") from None
-    if cfg.generator.family != "ar" or what.kind != "indices" or len(what.shape) != 2:
+    generator = Generator.load(run)
+    what = generator.what
+    if generator.family != "ar" or what.kind != "indices" or len(what.shape) != 2:
         raise CheckpointError(f"{run}: the prior must be an autoregressive generator (family ar) "
-                              f"over 2-D token grids; this run is {cfg.generator.family} over "
+                              f"over 2-D token grids; this run is {generator.family} over "
                               f"{what.kind} of shape {tuple(what.shape)}")
-    return model.eval(), (int(what.shape[0]), int(what.shape[1]))
+    return generator.network.eval(), (int(what.shape[0]), int(what.shape[1]))
 
 
 def manifest_for(model: CodecModel, data: str) -> dict:

@@ -116,7 +116,10 @@ class TimestepEmbedder(nn.Module):
                                  nn.Linear(width, width))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, TIME_FREQUENCIES))
+        # the sinusoids are computed in fp32 (see timestep_embedding); the MLP runs in the
+        # weights' dtype, so a float64 or bfloat16 DiT takes them
+        features = timestep_embedding(t, TIME_FREQUENCIES)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class DiTBlock(nn.Module):
