@@ -36,6 +36,7 @@ from latentlab.training import RunDir, train
 from latentlab.training import distributed as D
 from latentlab.training.flops import first_batch, mean_step_flops
 from latentlab.training.rundir import Mode
+from latentlab.training.skeleton import run_skeleton
 
 log = logging.getLogger("latentlab")
 WEIGHTS, MODELLED = "generator.safetensors", "modelled.json"
@@ -90,33 +91,24 @@ def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new"
     world = D.setup(cfg.train.device)
     train_data, test_data, what = generator_data(cfg)
     tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
-    run = RunDir(out, mode, writer=world.is_main)
-    if mode == "resume":
-        stored = C.load(GeneratorRunConfig, run.config_path)
-        found = C.first_difference(cfg, stored, skip=("train.steps",))
-        if found:
-            raise UserError(f"--resume: {found[0]} is {found[1]!r} here but {found[2]!r} in "
-                            f"{run.config_path}")
-    text = C.dump_yaml(cfg)
-    run.write_config(text)
 
-    torch.manual_seed(cfg.train.seed)
-    objective = make_objective(cfg, what, tokenizer)
-    step_flops = mean_step_flops(objective, first_batch(train_data, cfg.train.batch_size),
-                                 cfg.train.steps, points=1)
-    result = train(objective, train_data, cfg.train, run, text, eval_data=test_data,
-                   num_workers=cfg.data.num_workers)
-    model = result.eval_model
-    metrics = {"test": {k.removeprefix("eval/"): v for k, v in result.evals.items()},
-               "modelled": what.as_dict(),
-               "parameters": sum(p.numel() for p in model.parameters()),
-               "steps": result.step, "replicas_identical": result.replicas_identical,
-               "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
-    if world.is_main:
-        save_generator(model, what, cfg, run.path / "generator")
-        write_json(run.path / "metrics.json", metrics)
-        log.info("wrote %s", run.path)
-    return metrics
+    def body(run: RunDir, text: str) -> dict:
+        objective = make_objective(cfg, what, tokenizer)
+        step_flops = mean_step_flops(objective, first_batch(train_data, cfg.train.batch_size),
+                                     cfg.train.steps, points=1)
+        result = train(objective, train_data, cfg.train, run, text, eval_data=test_data,
+                       num_workers=cfg.data.num_workers)
+        model = result.eval_model
+        metrics = {"test": {k.removeprefix("eval/"): v for k, v in result.evals.items()},
+                   "modelled": what.as_dict(),
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "steps": result.step, "replicas_identical": result.replicas_identical,
+                   "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
+        if world.is_main:
+            save_generator(model, what, cfg, run.path / "generator")
+        return metrics
+
+    return run_skeleton(cfg, out, mode, body, seed=cfg.train.seed, writer=world.is_main)
 
 
 def save_generator(model: torch.nn.Module, what: Modelled, cfg: GeneratorRunConfig,
