@@ -82,8 +82,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
         tmp = Path(tmp)
         try:
-            readable(tmp)
             yield tmp
+            readable(tmp)  # after the writer: some (safetensors) recreate the file as 0600
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)

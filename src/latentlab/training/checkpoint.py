@@ -77,6 +77,7 @@ def _write(tmp: Path, final: Path, tensors: dict[str, torch.Tensor], state: dict
         # safetensors refuses shared storage (tied weights): give each tensor its own copy
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
                   tmp / WEIGHTS)
+        readable(tmp / WEIGHTS)  # safetensors writes 0600
         with open(tmp / STATE, "wb") as f:  # a file object: a failed write keeps its errno
             torch.save(state, f)
         files = {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}

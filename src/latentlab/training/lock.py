@@ -9,6 +9,7 @@ the file when it is done, and at interpreter exit at the latest.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
@@ -81,6 +82,7 @@ class RunLock:
     def release(self) -> None:
         """Remove the lock file if this process holds it."""
         if self.held and self.owner() == self.me:
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # read-only by now: left stale, taken over later
+                self.path.unlink(missing_ok=True)
         self.held = False
         atexit.unregister(self.release)

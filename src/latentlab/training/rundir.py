@@ -106,8 +106,9 @@ class RunDir:
                 child.unlink()
 
     def _remove_if_created(self) -> None:
-        if self._created and not any(self.path.iterdir()):
-            self.path.rmdir()
+        with contextlib.suppress(OSError):
+            if self._created and not any(self.path.iterdir()):
+                self.path.rmdir()
 
     def release(self) -> None:
         """Close the logs and give up the lock (a directory made for nothing is removed)."""
