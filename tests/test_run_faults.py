@@ -21,6 +21,8 @@ from latentlab.errors import WriteError
 from latentlab.io import write_text, writing
 from latentlab.training import checkpoint
 from latentlab.training.lock import LOCK, RunLock
+from latentlab.training.rundir import RunDir
+from latentlab.training.skeleton import failed_writes
 
 from .conftest import run_main, tiny_run_config
 
@@ -118,9 +120,15 @@ def test_report_html_is_readable_by_others(tmp_path):
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])
 def test_a_failed_write_is_one_line_naming_the_path(tmp_path, code):
-    expected = rf"^{tmp_path}/x: cannot write \({os.strerror(code)}\)$"
-    with pytest.raises(WriteError, match=expected), writing(tmp_path / "x"):
+    # torch and safetensors wrap the OSError; the write names the file it was writing
+    with pytest.raises(OSError) as raised, writing(tmp_path / "x"):
         raise RuntimeError("wrapped by a library") from OSError(code, os.strerror(code))
+    assert (raised.value.errno, raised.value.filename) == (code, str(tmp_path / "x"))
+    # and the skeleton makes it one line
+    expected = rf"^{tmp_path}/x: cannot write \({os.strerror(code)}\)$"
+    with pytest.raises(WriteError, match=expected), RunDir(tmp_path / "run", subdirs=()) as run, \
+            failed_writes(run):
+        raise raised.value
     with pytest.raises(ValueError), writing(tmp_path / "x"):  # anything else passes through
         raise ValueError("not a write failure")
 

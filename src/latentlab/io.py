@@ -1,8 +1,9 @@
 """Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
 
 A write that fails for a reason the user fixes (disk full, permission denied, read-only file
-system) raises `WriteError` naming the path, in one line. Written files get the modes the umask
-gives (0644 under the usual 022), not the 0600 of a bare `tempfile.mkstemp`.
+system) raises a plain `OSError` with that errno and the path, whatever library did the writing
+(`training.skeleton` turns it into a one-line `WriteError`). Written files get the modes the
+umask gives (0644 under the usual 022), not the 0600 of a bare `tempfile.mkstemp`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from latentlab.errors import WriteError
-
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 """Write failures the user can fix: disk full, quota, permissions, read-only, file too big."""
 
 
-def write_errno(e: BaseException) -> int | None:
+def write_errno(e: BaseException | None) -> int | None:
     """The errno of a write failure in `e` or the exceptions it chains, or None.
 
     torch.save reports a failed write as a RuntimeError whose context is the OSError, and
@@ -44,16 +43,15 @@ def write_errno(e: BaseException) -> int | None:
 
 @contextlib.contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
-    """Turn a write failure the user can fix into a one-line `WriteError` naming `path`."""
+    """Re-raise a write failure the user can fix as `OSError(errno, reason, path)`: it names
+    `path`, not a temporary file, and chains nothing (torch and safetensors wrap it)."""
     try:
         yield
-    except WriteError:
-        raise
     except Exception as e:
         code = write_errno(e)
         if code is None:
             raise
-        raise WriteError(f"{path}: cannot write ({os.strerror(code)})") from None
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 @functools.cache

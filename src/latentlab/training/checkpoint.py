@@ -6,8 +6,8 @@ Layout of one checkpoint, `checkpoints/step_00001000/`:
     meta.json             step, data position, config, library version, sha256 of both files
 A text file `checkpoints/latest` names the newest complete checkpoint. A checkpoint is built in a
 hidden temporary directory and renamed into place, and `latest` moves only after that rename, so
-a process killed at any moment, or a write that fails (disk full: a one-line `WriteError`
-naming the checkpoint), leaves the previous checkpoint intact and pointed to.
+a process killed at any moment, or a write that fails (disk full: an OSError naming the
+checkpoint), leaves the previous checkpoint intact and pointed to.
 """
 
 from __future__ import annotations

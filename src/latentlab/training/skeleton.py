@@ -79,13 +79,13 @@ def failed_writes(run: RunDir) -> Iterator[None]:
     run with checkpoints, the last good one."""
     try:
         yield
-    except WriteError as e:
+    except WriteError as e:  # from a run inside this one: it has said all there is to say
         raise WriteError(f"{e}{_resume_hint(run)}") from None
     except Exception as e:
         code = write_errno(e)
         if code is None:
             raise
-        path = getattr(e, "filename", None) or run.path
+        path = (e.filename if isinstance(e, OSError) else None) or run.path
         raise WriteError(f"{path}: cannot write ({os.strerror(code)}){_resume_hint(run)}"
                          ) from None
 
