@@ -151,5 +151,5 @@ def test_train_codec_makes_a_run_with_an_unconditional_prior(tmp_path):
     images = digits(5)
     encoded = compress(model, images)
     assert torch.equal(decompress(model, encoded.data).tokens, encoded.tokens)
-    with pytest.raises(UserError, match="is not empty"):
+    with pytest.raises(UserError, match="already holds a run"):
         train_codec(cfg, run)

@@ -20,7 +20,7 @@ from latentlab.recipes.train import train_tokenizer
 
 from .conftest import tiny_run_config
 
-FAST = ["--steps", "30", "--batch-size", "32", "--warmup", "5", "--eval-draws", "2"]
+FAST = ["--steps", "30", "--batch_size", "32", "--warmup", "5", "--eval_draws", "2"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,8 +59,8 @@ def run(*argv: str) -> int:
 @pytest.mark.slow
 def test_the_command_prints_json_and_writes_the_plot(digits_cache, tmp_path, capsys):
     out = tmp_path / "study"
-    assert run("--cache", digits_cache, "--widths", "8,16,32", "--predict", "64", "--verify",
-               "--out", out, *FAST) == 0
+    assert run("--cache", digits_cache, "--widths", "[8,16,32]", "--predict", "64",
+               "--verify", "true", "--out", out, *FAST) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # stdout holds the JSON and nothing else
     assert result == json.loads((out / "scaling.json").read_text())
@@ -102,17 +102,18 @@ def test_the_command_prints_json_and_writes_the_plot(digits_cache, tmp_path, cap
     assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for w in (8, 16, 32, 64):
         assert (out / f"width-{w}" / "config.yaml").exists()
+    assert "widths: [8, 16, 32]" in (out / "config.yaml").read_text()  # the study's settings
 
     # --resume reuses the finished runs: the same weights, so the same losses, bit for bit
-    assert run("--cache", digits_cache, "--widths", "8,16,32", "--predict", "64", "--verify",
-               "--out", out, "--resume", *FAST) == 0
+    assert run("--cache", digits_cache, "--widths", "[8,16,32]", "--predict", "64",
+               "--verify", "true", "--out", out, "--resume", *FAST) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["losses"] == result["losses"]
     assert again["train_losses"] == result["train_losses"]  # read back from metrics.jsonl
     assert all(v > 0 for v in result["train_losses"])
     assert again["predict"]["actual_loss"] == pred["actual_loss"]
     # ... and refuses runs made with other settings
-    assert run("--cache", digits_cache, "--widths", "8,16,32", "--predict", "64",
+    assert run("--cache", digits_cache, "--widths", "[8,16,32]", "--predict", "64",
                "--out", out, "--resume", *FAST, "--lr", "0.01") == 2
     assert "train.lr" in capsys.readouterr().err
 
@@ -121,8 +122,8 @@ def test_the_command_prints_json_and_writes_the_plot(digits_cache, tmp_path, cap
 def test_an_ill_posed_fit_is_reported_not_raised(digits_cache, tmp_path, capsys, caplog):
     # a learning rate of 1e-9 leaves every zero-initialised output at ~0: equal losses
     out = tmp_path / "flat"
-    assert run("--cache", digits_cache, "--widths", "8,16,32", "--predict", "64",
-               "--steps", "2", "--warmup", "0", "--lr", "1e-9", "--eval-draws", "1",
+    assert run("--cache", digits_cache, "--widths", "[8,16,32]", "--predict", "64",
+               "--steps", "2", "--warmup", "0", "--lr", "1e-9", "--eval_draws", "1",
                "--out", out) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
@@ -134,7 +135,7 @@ def test_an_ill_posed_fit_is_reported_not_raised(digits_cache, tmp_path, capsys,
 
 @pytest.mark.slow
 def test_token_caches_get_the_autoregressive_family(token_cache, tmp_path, capsys):
-    assert run("--cache", token_cache, "--widths", "8,16,32", "--predict", "64",
+    assert run("--cache", token_cache, "--widths", "[8,16,32]", "--predict", "64",
                "--out", tmp_path / "ar", *FAST) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["setup"]["family"] == "ar" and result["setup"]["eval_draws"] == 0
@@ -169,11 +170,11 @@ def test_heldout_items_are_the_tail_and_disjoint_from_training(digits_cache):
 
 @pytest.mark.parametrize("argv, words", [
     (["--cache", "{tmp}/nowhere"], "cache.json: missing"),
-    (["--cache", "{cache}", "--family", "ar"], "--family: ar models token indices"),
-    (["--cache", "{cache}", "--widths", "64,32,128"], "--widths: need at least 3 increasing"),
-    (["--cache", "{cache}", "--widths", "32,64"], "--widths: need at least 3 increasing"),
-    (["--cache", "{cache}", "--predict", "100"], "--predict: must exceed the largest"),
-    (["--cache", "{cache}", "--heldout-fraction", "1.5"], "--heldout-fraction: must be in"),
+    (["--cache", "{cache}", "--family", "ar"], "family: ar models token indices"),
+    (["--cache", "{cache}", "--widths", "[64,32,128]"], "widths: need at least 3 increasing"),
+    (["--cache", "{cache}", "--widths", "[32,64]"], "widths: need at least 3 increasing"),
+    (["--cache", "{cache}", "--predict", "100"], "predict: must exceed the largest"),
+    (["--cache", "{cache}", "--heldout_fraction", "1.5"], "heldout_fraction: must be in"),
 ])
 def test_bad_input_is_one_line_and_exit_2(digits_cache, tmp_path, capsys, argv, words):
     argv = [a.format(tmp=tmp_path, cache=digits_cache) for a in argv]
@@ -188,5 +189,5 @@ def test_a_foreign_directory_is_not_overwritten(digits_cache, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "thesis.tex").write_text("keep me")
     assert run("--cache", digits_cache, "--out", tmp_path / "out", "--overwrite") == 2
-    assert "not only a scaling study" in capsys.readouterr().err
+    assert "not a latentlab run directory" in capsys.readouterr().err
     assert (tmp_path / "out" / "thesis.tex").read_text() == "keep me"

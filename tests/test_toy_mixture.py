@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from latentlab.commands.toy import _widths
 from latentlab.study.toy_mixture import ToyConfig, run_toy
 from tests.conftest import run_main
 
@@ -54,15 +53,15 @@ def test_pure_noise_gives_chance_accuracy():
 
 
 def test_hidden_widths_one_number_is_both_layers():
-    assert _widths("64") == (64, 64)
-    assert _widths("64,32,16") == (64, 32, 16)
+    assert ToyConfig(encoder_hidden=64).encoder_hidden == (64, 64)
+    assert ToyConfig(decoder_hidden=[64, 32, 16]).decoder_hidden == (64, 32, 16)
 
 
 def test_command_prints_the_json_it_writes(capsys, tmp_path):
     out = tmp_path / "toy"
     argv = ["toy-mixture", "--k", "4", "--d", "6", "--n", "128", "--seeds", "1", "--steps",
-            "40", "--batch-size", "32", "--encoder-hidden", "16", "--decoder-hidden", "16,8",
-            "--dae", "--threads", "0", "--out", str(out)]
+            "40", "--batch_size", "32", "--encoder_hidden", "16", "--decoder_hidden", "[16,8]",
+            "--dae", "true", "--threads", "0", "--out", str(out)]
     code, stdout, _ = run_main(capsys, argv)
     assert code == 0
     result = json.loads(stdout)
@@ -71,17 +70,24 @@ def test_command_prints_the_json_it_writes(capsys, tmp_path):
     assert result["config"]["encoder_hidden"] == [16, 16]
     assert set(result["summary"]) >= {"latent_acc", "recon_acc", "recon_mse"}
     assert (out / "seed-0" / "tokenizer").is_dir()
+    assert "decoder_hidden: [16, 8]" in (out / "config.yaml").read_text()
     # the directory now holds a study: a second one is refused, in one line
     code, stdout, err = run_main(capsys, argv)
-    assert code == 2 and stdout == "" and "is not an empty directory" in err
+    assert code == 2 and stdout == "" and "already holds a run" in err
+    # resumed, it reuses the finished seed (its figures unchanged) and adds the next one
+    code, stdout, _ = run_main(capsys, [*argv, "--resume", "--seeds", "2"])
+    again = json.loads(stdout)
+    assert code == 0 and [r["seed"] for r in again["runs"]] == [0, 1]
+    assert again["runs"][0] == result["runs"][0]
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--k", "1"], "--k: need at least 2 clusters"),
-    (["--encoder-hidden", "0"], "--encoder-hidden: widths must be >= 1"),
-    (["--decoder-hidden", "6x"], "expected a width or comma-separated widths"),
-    (["--dae", "--weak-width", "1.5"], "--weak-width: must be in (0, 1]"),
-    (["--std", "-1"], "--std: must be >= 0"),
+    (["--k", "1"], "k: need at least 2 clusters"),
+    (["--encoder_hidden", "0"], "encoder_hidden: widths must be >= 1"),
+    (["--decoder_hidden", "6x"], "decoder_hidden must be list of int | int, got '6x'"),
+    (["--dae", "true", "--weak_width", "1.5"], "weak_width: must be in (0, 1]"),
+    (["--std", "-1"], "std: must be >= 0"),
+    (["--stpes", "3"], "unrecognized arguments: --stpes"),
     (["--threads", "-1"], "--threads: must be >= 0"),
 ])
 def test_bad_options_are_one_line_exit_2(capsys, argv, message):

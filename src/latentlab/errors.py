@@ -17,5 +17,9 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, truncated or does not match its model."""
 
 
+class WriteError(UserError):
+    """A file that cannot be written: disk full, permission denied, read-only file system."""
+
+
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or inf; the last good checkpoint is left intact."""

@@ -14,27 +14,26 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from latentlab import config as C
 from latentlab.codec.model import MANIFEST, PRIOR_DIR, TOKENIZER_DIR, CodecModel, manifest_for
 from latentlab.data import load_dataset
 from latentlab.data.base import UNLABELLED, Batch, LatentlabDataset
-from latentlab.errors import ConfigError, UserError
+from latentlab.errors import ConfigError
 from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig
 from latentlab.generation.encode import default_cache_path, encode_dataset, source_record
 from latentlab.generation.train import train_generator
 from latentlab.generators.autoregressive import ARConfig
-from latentlab.io import write_json, write_text
+from latentlab.io import write_json
 from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training.config import TrainConfig
-from latentlab.training.rundir import CONFIG, Mode
+from latentlab.training.rundir import Mode, RunDir, stage_mode
+from latentlab.training.skeleton import run_skeleton
 
 log = logging.getLogger("latentlab")
 DISCRETE = ("vq", "lfq", "fsq")
@@ -116,65 +115,40 @@ def write_unlabelled_caches(tokenizer_run: Path, spec: str) -> None:
                        overwrite=True)
 
 
-def _prepare(out: Path, mode: Mode) -> None:
-    """Check (and for overwrite, clear) the codec run directory, as `RunDir` does for a run."""
-    is_codec = (out / MANIFEST).exists() or (out / TOKENIZER_DIR).exists()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if mode == "new" and out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: is not empty; pass --resume to continue a codec run there or "
-                        "--overwrite to replace it")
-    if mode == "resume" and not (out / CONFIG).exists():
-        raise UserError(f"{out}: no codec run to resume (no {CONFIG})")
-    if mode == "overwrite" and out.exists() and any(out.iterdir()):
-        if not is_codec:
-            raise UserError(f"{out}: not a codec run directory; refusing to delete it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _stage_mode(run: Path, mode: Mode) -> Mode:
-    return "resume" if mode == "resume" and (run / CONFIG).exists() else "new"
-
-
 def train_codec(cfg: CodecRunConfig, out: str | Path, mode: Mode = "new") -> dict:
     """Train the tokenizer, then the prior, into codec run `out`; returns its metrics."""
-    out = Path(out)
-    _prepare(out, mode)
-    if mode == "resume":
-        stored = C.load(CodecRunConfig, out / CONFIG)
-        found = C.first_difference(cfg, stored, skip=("tokenizer.train.steps",
-                                                      "prior.train.steps"))
-        if found:
-            raise UserError(f"--resume: {found[0]} is {found[1]!r} here but {found[2]!r} in "
-                            f"{out / CONFIG}")
-    write_text(out / CONFIG, C.dump_yaml(cfg))
-    tokenizer_run, prior_run = out / TOKENIZER_DIR, out / PRIOR_DIR
-    spec = cfg.tokenizer.data.spec
 
-    log.info("codec: training the tokenizer into %s", tokenizer_run)
-    tok_metrics = train_tokenizer(cfg.tokenizer, tokenizer_run, _stage_mode(tokenizer_run, mode))
-    write_unlabelled_caches(tokenizer_run, spec)
+    def body(run: RunDir, text: str) -> dict:
+        tokenizer_run, prior_run = run.path / TOKENIZER_DIR, run.path / PRIOR_DIR
+        spec = cfg.tokenizer.data.spec
+        log.info("codec: training the tokenizer into %s", tokenizer_run)
+        tok_metrics = train_tokenizer(cfg.tokenizer, tokenizer_run,
+                                      stage_mode(tokenizer_run, run.mode))
+        write_unlabelled_caches(tokenizer_run, spec)
 
-    log.info("codec: training the prior into %s", prior_run)
-    prior_cfg = GeneratorRunConfig(
-        tokenizer=str(tokenizer_run), data=copy.deepcopy(cfg.tokenizer.data),
-        generator=GeneratorConfig(family="ar", network=cfg.prior.transformer,
-                                  label_dropout=0.0),
-        train=cfg.prior.train)
-    try:
-        prior_metrics = train_generator(prior_cfg, prior_run, _stage_mode(prior_run, mode))
-    except ConfigError as e:
-        raise ConfigError(f"prior: {e}") from None
+        log.info("codec: training the prior into %s", prior_run)
+        prior_cfg = GeneratorRunConfig(
+            tokenizer=str(tokenizer_run), data=copy.deepcopy(cfg.tokenizer.data),
+            generator=GeneratorConfig(family="ar", network=cfg.prior.transformer,
+                                      label_dropout=0.0),
+            train=cfg.prior.train)
+        try:
+            prior_metrics = train_generator(prior_cfg, prior_run,
+                                            stage_mode(prior_run, run.mode))
+        except ConfigError as e:
+            raise ConfigError(f"prior: {e}") from None
 
-    model = CodecModel.load(tokenizer=tokenizer_run, prior=prior_run)
-    manifest = manifest_for(model, spec)
-    bits = prior_metrics["test"]["bits_per_token"] * model.prior.seq_len
-    metrics = {"tokenizer": tok_metrics["test"], "prior": prior_metrics["test"],
-               "fingerprint": model.fingerprint_hex,
-               "estimated_bits_per_tile": bits,
-               "estimated_bpp": bits / (model.tile[0] * model.tile[1])}
-    write_json(out / "metrics.json", metrics)
-    write_json(out / MANIFEST, manifest)  # last: its presence marks a finished codec run
-    log.info("wrote codec run %s (model %s)", out, model.fingerprint_hex)
-    return metrics
+        model = CodecModel.load(tokenizer=tokenizer_run, prior=prior_run)
+        bits = prior_metrics["test"]["bits_per_token"] * model.prior.seq_len
+        metrics = {"tokenizer": tok_metrics["test"], "prior": prior_metrics["test"],
+                   "fingerprint": model.fingerprint_hex,
+                   "estimated_bits_per_tile": bits,
+                   "estimated_bpp": bits / (model.tile[0] * model.tile[1])}
+        write_json(run.path / "metrics.json", metrics)
+        write_json(run.path / MANIFEST, manifest_for(model, spec))  # last: marks a finished run
+        log.info("wrote codec run %s (model %s)", run.path, model.fingerprint_hex)
+        return metrics
+
+    # the stages are runs of their own, with their own checkpoints and resume checks
+    return run_skeleton(cfg, out, mode, body, result=None, checkpointed=False, subdirs=(),
+                        resume_skip=("tokenizer.train.steps", "prior.train.steps"))

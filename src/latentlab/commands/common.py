@@ -9,8 +9,6 @@ from latentlab.errors import UserError
 
 
 def run_mode(args: argparse.Namespace) -> str:
-    if args.out is None:
-        raise UserError("--out: required (the run directory)")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     return "resume" if args.resume else "overwrite" if args.overwrite else "new"
@@ -42,13 +40,16 @@ def config_parser(sub, name: str, what: str, **kwargs) -> argparse.ArgumentParse
 
 
 def configured(args: argparse.Namespace, cfg) -> bool:
-    """Print the help asked for (True: the command is done), or check that every `--a.b`
-    option given acts in `cfg` (a setting of a section that is off is a one-line error)."""
+    """Print the help asked for (True: the command is done), or check that there is an --out and
+    that every `--a.b` option given acts in `cfg` (a setting of a section that is off is a
+    one-line error)."""
     if args.help or args.help_all:
         if not args.help_all:
             C.show_acting(args.parser, cfg)
         args.parser.print_help()
         return True
+    if args.out is None:
+        raise UserError("--out: required (the run directory)")
     unused = C.unused_overrides(cfg, C.overrides_from(args))
     if unused:
         raise UserError(f"--{unused[0]}: does not act in this configuration (its section is "

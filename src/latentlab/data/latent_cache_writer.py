@@ -24,7 +24,7 @@ from latentlab.data.latent_cache import (
     shard_name,
 )
 from latentlab.errors import DataError
-from latentlab.io import write_json
+from latentlab.io import readable, write_json
 
 
 class _ShardWriter:
@@ -131,6 +131,7 @@ def write_latent_cache(out: str | os.PathLike, batches: Iterable[tuple[torch.Ten
         raise DataError(f"latent cache {out} already exists (pass overwrite=True to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    readable(tmp, directory=True)
     try:
         writer = _ShardWriter(tmp, shard_size)
         item_shape, count = None, 0

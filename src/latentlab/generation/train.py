@@ -15,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from latentlab import config as C
 from latentlab.data import load_dataset
 from latentlab.data.base import LatentlabDataset
-from latentlab.errors import UserError
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.encode import cached_split
 from latentlab.generation.generator import FOLDER, Generator
@@ -29,13 +27,13 @@ from latentlab.generation.objectives import (
     GeneratorObjective,
     ProcessObjective,
 )
-from latentlab.io import write_json
 from latentlab.nn import num_parameters
 from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training import RunDir, train
 from latentlab.training import distributed as D
 from latentlab.training.flops import first_batch, mean_step_flops
 from latentlab.training.rundir import Mode
+from latentlab.training.skeleton import run_skeleton
 
 log = logging.getLogger("latentlab")
 
@@ -90,31 +88,21 @@ def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new"
     train_data, test_data, what = generator_data(cfg)
     cfg = dataclasses.replace(cfg, generator=resolve_network(cfg.generator, what))
     tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
-    run = RunDir(out, mode, writer=world.is_main)
-    if mode == "resume":
-        stored = C.load(GeneratorRunConfig, run.config_path)
-        stored = dataclasses.replace(stored, generator=resolve_network(stored.generator, what))
-        found = C.first_difference(cfg, stored, skip=("train.steps",))
-        if found:
-            raise UserError(f"--resume: {found[0]} is {found[1]!r} here but {found[2]!r} in "
-                            f"{run.config_path}")
-    text = C.dump_yaml(cfg)
-    run.write_config(text)
 
-    torch.manual_seed(cfg.train.seed)
-    objective = make_objective(cfg, what, tokenizer)
-    step_flops = mean_step_flops(objective, first_batch(train_data, cfg.train.batch_size),
-                                 cfg.train.steps, points=1)
-    result = train(objective, train_data, cfg.train, run, text, eval_data=test_data,
-                   num_workers=cfg.data.num_workers)
-    model = result.eval_model
-    metrics = {"test": {k.removeprefix("eval/"): v for k, v in result.evals.items()},
-               "modelled": what.as_dict(),
-               "parameters": num_parameters(model),
-               "steps": result.step, "replicas_identical": result.replicas_identical,
-               "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
-    if world.is_main:
-        Generator(cfg, what, model).save(run.path / FOLDER)
-        write_json(run.path / "metrics.json", metrics)
-        log.info("wrote %s", run.path)
-    return metrics
+    def body(run: RunDir, text: str) -> dict:
+        objective = make_objective(cfg, what, tokenizer)
+        step_flops = mean_step_flops(objective, first_batch(train_data, cfg.train.batch_size),
+                                     cfg.train.steps, points=1)
+        result = train(objective, train_data, cfg.train, run, text, eval_data=test_data,
+                       num_workers=cfg.data.num_workers)
+        model = result.eval_model
+        metrics = {"test": {k.removeprefix("eval/"): v for k, v in result.evals.items()},
+                   "modelled": what.as_dict(),
+                   "parameters": num_parameters(model),
+                   "steps": result.step, "replicas_identical": result.replicas_identical,
+                   "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
+        if world.is_main:
+            Generator(cfg, what, model).save(run.path / FOLDER)
+        return metrics
+
+    return run_skeleton(cfg, out, mode, body, seed=cfg.train.seed, writer=world.is_main)

@@ -21,8 +21,9 @@ epochs) and overfit by 3000; the tiny transformers on 16-token grids overfit wit
 and need --steps of about 60. A width whose held-out loss exceeds its training loss by more than
 `OVERFIT` is named in a warning.
 
-Layout of `out`::
+Layout of `out` (a run directory, see `training.skeleton`)::
 
+    out/config.yaml    the study's settings (`ScalingConfig`)
     out/width-32/      one training run per width (config.yaml, checkpoints/, metrics.jsonl)
     out/scaling.json   the result (below), also returned
     out/scaling.png    log-log plot: points, fitted law up to the predicted size, prediction
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,10 +47,9 @@ from einops import rearrange
 from latentlab import config as C
 from latentlab.data.base import Batch, LatentlabDataset, eval_batches
 from latentlab.data.latent_cache import LatentCache
-from latentlab.errors import ConfigError, DataError, UserError
+from latentlab.errors import ConfigError, DataError
 from latentlab.generation.objectives import ARObjective, ProcessObjective
 from latentlab.generators.process import Process
-from latentlab.io import write_json
 from latentlab.nn import num_parameters
 from latentlab.recipes.scaling import IllPosedFit, PowerLaw, fit_power_law, rho_squared
 from latentlab.recipes.scaling_plot import save_plot
@@ -60,8 +59,9 @@ from latentlab.recipes.tiny import (
     tiny_generator,
     tiny_process,
 )
-from latentlab.training import RunDir, TrainConfig, checkpoint, train
-from latentlab.training.rundir import Mode, read_metrics
+from latentlab.training import RunDir, TrainConfig, train
+from latentlab.training.rundir import Mode, read_metrics, stage_mode
+from latentlab.training.skeleton import run_skeleton
 
 log = logging.getLogger("latentlab")
 RESULT, PLOT = "scaling.json", "scaling.png"
@@ -73,6 +73,8 @@ OVERFIT = 1.2
 
 @dataclass
 class ScalingConfig:
+    """Settings of `latentlab scaling` (dumped to OUT/config.yaml)."""
+
     widths: tuple[int, ...] = (32, 64, 128)
     """Widths of the tiny generators the law is fitted on (at least 3, increasing)."""
     predict: int = 256
@@ -194,7 +196,7 @@ def resolve_family(family: str, data: LatentCache) -> str:
         return "ar" if data.kind == "indices" else "flow"
     if (family == "ar") != (data.kind == "indices"):
         need = "token indices" if family == "ar" else "continuous latents"
-        raise ConfigError(f"--family: {family} models {need}, but {data.path} holds {data.kind}")
+        raise ConfigError(f"family: {family} models {need}, but {data.path} holds {data.kind}")
     return family
 
 
@@ -228,39 +230,40 @@ def run_width(width: int, cfg: ScalingConfig, family: str, data: LatentCache, tr
     record = WidthRun(str(data.path), data.fingerprint(), len(train_items), family, width,
                       cfg.depth, cfg.train_config())
     path = out / f"width-{width}"
-    run_mode: Mode = mode
-    if mode == "resume" and checkpoint.latest(path / "checkpoints") is None:
-        run_mode = "overwrite"  # never started or killed before its first checkpoint
-    run = RunDir(path, run_mode)
-    if run_mode == "resume":
-        found = C.first_difference(record, C.load(WidthRun, run.config_path), skip=("cache",))
-        if found:
-            raise UserError(f"--resume: {found[0]} is {found[1]!r} here but {found[2]!r} in "
-                            f"{run.config_path}")
-    text = C.dump_yaml(record)
-    run.write_config(text)
 
-    torch.manual_seed(cfg.seed)  # every width starts from the same seed
-    model = tiny_generator(data.shape, width, cfg.depth, vocab)
-    process = None if family == "ar" else tiny_process(family)
-    objective = (ARObjective(model, 0, 0.0) if process is None
-                 else ProcessObjective(model, process, 0, 0.0))
-    log.info("width %d: %d parameters, %d steps", width, num_parameters(model), cfg.steps)
-    result = train(objective, train_items, record.train, run, text)
-    loss = heldout_loss(result.eval_model, process, heldout, cfg.eval_draws)
-    train_loss = last_training_loss(run.path)
+    def body(run: RunDir, text: str) -> dict:
+        model = tiny_generator(data.shape, width, cfg.depth, vocab)
+        process = None if family == "ar" else tiny_process(family)
+        objective = (ARObjective(model, 0, 0.0) if process is None
+                     else ProcessObjective(model, process, 0, 0.0))
+        log.info("width %d: %d parameters, %d steps", width, num_parameters(model), cfg.steps)
+        result = train(objective, train_items, record.train, run, text)
+        scores = score_width(width, result.eval_model, process, heldout, run.path,
+                             len(train_items), cfg.eval_draws)
+        return {"width": width, "parameters": num_parameters(model), **scores}
+
+    # every width starts from the same seed; the cache may have moved, not changed
+    return run_skeleton(record, path, stage_mode(path, mode), body, seed=cfg.seed,
+                        resume_skip=("cache",), result=None)
+
+
+def score_width(width: int, model: torch.nn.Module, process: Process | None,
+                heldout: FlatItems, run: Path, train_items: int, draws: int) -> dict:
+    """The held-out loss of one width's trained model, its last training loss and (continuous
+    processes) its held-out losses per t-bin."""
+    loss = heldout_loss(model, process, heldout, draws)
+    train_loss = last_training_loss(run)
     log.info("width %d: held-out loss %.6g (last training loss %s)", width, loss,
              "none" if train_loss is None else f"{train_loss:.6g}")
     if train_loss is not None and loss > OVERFIT * train_loss:
         log.warning("width %d overfits its %d training items (held-out loss %.4g, training loss "
                     "%.4g); the law assumes loss falls with size: fewer --steps or more data",
-                    width, len(train_items), loss, train_loss)
+                    width, train_items, loss, train_loss)
     binned = None
     if process is not None:  # per t-bin, the quantity the coupled recipe extrapolates
         items = heldout.__getitems__(list(range(len(heldout)))).x.float()
-        binned = binned_losses(process, result.eval_model.eval(), items, T_BINS).tolist()
-    return {"width": width, "parameters": num_parameters(model), "loss": loss,
-            "train_loss": train_loss, "binned": binned}
+        binned = binned_losses(process, model.eval(), items, T_BINS).tolist()
+    return {"loss": loss, "train_loss": train_loss, "binned": binned}
 
 
 def last_training_loss(run: Path) -> float | None:
@@ -278,25 +281,6 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _prepare_out(out: Path, mode: Mode) -> None:
-    """Refuse to write into a directory that is not empty unless resuming or overwriting a
-    scaling study (and nothing else)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if mode == "new":
-        raise UserError(f"{out}: is not empty; pass --resume to reuse its finished widths or "
-                        "--overwrite to replace it")
-    foreign = [p.name for p in out.iterdir()
-               if not (p.name in (RESULT, PLOT) or p.name.startswith("width-"))]
-    if foreign:
-        raise UserError(f"{out}: holds {foreign[0]!r}, not only a scaling study; refusing to "
-                        "write into it")
-    if mode == "overwrite":
-        shutil.rmtree(out)
-
-
 def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: Mode = "new",
                   test_cache: str | Path | None = None) -> dict:
     """Run the study `cfg` on a latent cache; write OUT/scaling.json and OUT/scaling.png.
@@ -308,12 +292,26 @@ def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: 
         of taking the largest fitted width's loss as the prediction)} (None where not known),
         "setup" (the settings, the cache, what was held out)}.
     """
-    out = Path(out)
     data, train_items, heldout, held_text = open_items(cache, test_cache, cfg.heldout_fraction)
     family = resolve_family(cfg.family, data)
-    _prepare_out(out, mode)
-    points = [run_width(w, cfg, family, data, train_items, heldout, out, mode)
-              for w in cfg.widths]
+
+    def body(run: RunDir, text: str) -> dict:
+        def train_width(width: int) -> dict:
+            return run_width(width, cfg, family, data, train_items, heldout, run.path, run.mode)
+
+        points = [train_width(w) for w in cfg.widths]
+        return _fit_and_verify(cfg, cache, data, family, points, held_text, train_width,
+                               run.path)
+
+    # each width is a run of its own, with its own checkpoints and resume check
+    return run_skeleton(cfg, out, mode, body, resume_skip=None, result=RESULT,
+                        checkpointed=False, subdirs=())
+
+
+def _fit_and_verify(cfg: ScalingConfig, cache: str | Path, data: LatentCache, family: str,
+                    points: list[dict], held_text: str, train_width, out: Path) -> dict:
+    """Fit the law to the widths' `points`, predict, with `verify` train the predicted width
+    (`train_width(width)`) and compare; draws OUT/scaling.png and returns the result."""
     n = [p["parameters"] for p in points]
     losses = [p["loss"] for p in points]
     vocab = int(data.source.get("codebook_size", "0")) if family == "ar" else 0
@@ -329,7 +327,7 @@ def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: 
     actual = None
     verified = None
     if cfg.verify:
-        verified = run_width(cfg.predict, cfg, family, data, train_items, heldout, out, mode)
+        verified = train_width(cfg.predict)
         actual = verified["loss"]
     error = (predicted - actual) / actual if predicted is not None and actual else None
     # the yardstick: predicting no gain past the largest fitted width, L(N_big) = L(N_K)
@@ -349,7 +347,6 @@ def scaling_study(cfg: ScalingConfig, cache: str | Path, out: str | Path, mode: 
         | {k: v for k, v in C.to_dict(cfg).items()
            if k not in ("widths", "predict", "verify", "family", "eval_draws")},
     }
-    write_json(out / RESULT, result)
     save_plot(result, law, out / PLOT)
     return result
 

@@ -22,9 +22,8 @@ from latentlab.config import switched
 from latentlab.data import load_dataset
 from latentlab.data.base import eval_batches
 from latentlab.data.config import DataConfig
-from latentlab.errors import ConfigError, UserError
+from latentlab.errors import ConfigError
 from latentlab.generators.denoisers.dit import DiT
-from latentlab.io import write_json
 from latentlab.nn import num_parameters
 from latentlab.recipes.baseline import LossConfig, evaluate_tokenizer
 from latentlab.recipes.config import CoupledConfig, DAEConfig
@@ -38,6 +37,7 @@ from latentlab.training import RunDir, TrainConfig, train
 from latentlab.training import distributed as D
 from latentlab.training.flops import first_batch, mean_step_flops
 from latentlab.training.rundir import Mode
+from latentlab.training.skeleton import run_skeleton
 
 log = logging.getLogger("latentlab")
 
@@ -66,15 +66,6 @@ class TokenizerRunConfig:
     def __post_init__(self):
         self.dae = switched(self.dae, self.recipe.endswith("dae"), DAEConfig)
         self.coupled = switched(self.coupled, self.recipe.startswith("coupled"), CoupledConfig)
-
-
-def _check_resume(cfg: TokenizerRunConfig, run: RunDir) -> None:
-    """A resumed run must continue the same experiment; only its length may change."""
-    stored = C.load(TokenizerRunConfig, run.config_path)
-    found = C.first_difference(cfg, stored, skip=("train.steps",))
-    if found:
-        name, value, old = found
-        raise UserError(f"--resume: {name} is {value!r} here but {old!r} in {run.config_path}")
 
 
 def mean_image_mse(train_data, test_data) -> float:
@@ -191,35 +182,31 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
     data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
     test = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
     cfg = build_tokenizer(cfg, data.shape)
-    run = RunDir(out, mode, writer=world.is_main)
-    if mode == "resume":
-        _check_resume(cfg, run)
-    text = C.dump_yaml(cfg)
-    run.write_config(text)
 
-    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    objective = build_objective(cfg, data, heldout=test)
-    step_flops = mean_step_flops(objective, first_batch(data, cfg.train.batch_size),
-                                 cfg.train.steps)
-    result = train(objective, data, cfg.train, run, text, eval_data=test,
-                   num_workers=cfg.data.num_workers)
+    def body(run: RunDir, text: str) -> dict:
+        objective = build_objective(cfg, data, heldout=test)
+        step_flops = mean_step_flops(objective, first_batch(data, cfg.train.batch_size),
+                                     cfg.train.steps)
+        result = train(objective, data, cfg.train, run, text, eval_data=test,
+                       num_workers=cfg.data.num_workers)
 
-    tokenizer = result.eval_model  # the EMA weights
-    device = tokenizer.latent_shift.device
-    stats = tokenizer.fit_statistics(b.x for b in eval_batches(data, device))
-    metrics = {"test": evaluate_tokenizer(tokenizer, test),
-               "mean_image_mse": mean_image_mse(data, test),
-               "latent_shape": list(tokenizer.latent_shape(data.shape)),
-               "latent_statistics": stats,
-               "parameters": num_parameters(tokenizer),
-               "steps": result.step, "replicas_identical": result.replicas_identical,
-               "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
-    metrics |= recipe_record(cfg, objective)
-    if world.is_main:
-        tokenizer.save(run.path / "tokenizer", meta={"data": data.name,
-                                                     "data_fingerprint": data.fingerprint()})
-        write_json(run.path / "metrics.json", metrics)
-        if data.is_image:
-            save_reconstructions(tokenizer, test, run.samples / "reconstructions.png")
-        log.info("wrote %s", run.path)
-    return metrics
+        tokenizer = result.eval_model  # the EMA weights
+        device = tokenizer.latent_shift.device
+        stats = tokenizer.fit_statistics(b.x for b in eval_batches(data, device))
+        metrics = {"test": evaluate_tokenizer(tokenizer, test),
+                   "mean_image_mse": mean_image_mse(data, test),
+                   "latent_shape": list(tokenizer.latent_shape(data.shape)),
+                   "latent_statistics": stats,
+                   "parameters": num_parameters(tokenizer),
+                   "steps": result.step, "replicas_identical": result.replicas_identical,
+                   "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
+        metrics |= recipe_record(cfg, objective)
+        if world.is_main:
+            tokenizer.save(run.path / "tokenizer", meta={"data": data.name,
+                                                         "data_fingerprint": data.fingerprint()})
+            if data.is_image:
+                save_reconstructions(tokenizer, test, run.samples / "reconstructions.png")
+        return metrics
+
+    # the same seed on every rank: the same initial weights
+    return run_skeleton(cfg, out, mode, body, seed=cfg.train.seed, writer=world.is_main)

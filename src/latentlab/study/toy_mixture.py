@@ -44,8 +44,6 @@ import torch
 from latentlab.data import load_dataset
 from latentlab.data.builtin import mixture_centres
 from latentlab.data.config import DataConfig
-from latentlab.errors import UserError
-from latentlab.io import write_json
 from latentlab.metrics.latent import nearest_neighbour_accuracy
 from latentlab.nn import num_parameters
 from latentlab.recipes.config import DAEConfig
@@ -53,7 +51,9 @@ from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 from latentlab.tokenizers.bottlenecks.kl import KLConfig
 from latentlab.tokenizers.mlp import MLPConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
-from latentlab.training import TrainConfig
+from latentlab.training import RunDir, TrainConfig
+from latentlab.training.rundir import Mode, stage_mode
+from latentlab.training.skeleton import run_skeleton
 
 log = logging.getLogger("latentlab")
 RESULT = "toy.json"
@@ -62,6 +62,8 @@ ACCURACIES = ("latent_acc", "recon_acc", "bayes_acc", "data_acc")
 
 @dataclass
 class ToyConfig:
+    """Settings of `latentlab toy-mixture` (dumped to OUT/config.yaml)."""
+
     k: int = 8
     """Clusters, centred on the unit circle (the paper: 8)."""
     d: int = 10
@@ -74,9 +76,10 @@ class ToyConfig:
     """Independent repetitions: seed s draws the mixture and trains the model."""
     first_seed: int = 0
     """Seed of the first repetition; they run first_seed, first_seed + 1, ..."""
-    encoder_hidden: tuple[int, ...] = (128, 128)
-    """Encoder hidden widths; two entries make the paper's 3-layer network."""
-    decoder_hidden: tuple[int, ...] = (128, 128)
+    encoder_hidden: tuple[int, ...] | int = (128, 128)
+    """Encoder hidden widths; two entries make the paper's 3-layer network, and one number is
+    both of them."""
+    decoder_hidden: tuple[int, ...] | int = (128, 128)
     """Decoder hidden widths, as for encoder_hidden."""
     dae: bool = False
     """Train as a DAE: stage 1 with a weak decoder, stage 2 a fresh full decoder on the frozen
@@ -102,6 +105,9 @@ class ToyConfig:
     """Decay of the weight average that is evaluated; 0 evaluates the live weights."""
 
     def __post_init__(self):
+        for name in ("encoder_hidden", "decoder_hidden"):  # one number: both hidden layers
+            widths = getattr(self, name)
+            setattr(self, name, (widths, widths) if isinstance(widths, int) else tuple(widths))
         for name in ("k", "n", "seeds", "latent", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -175,9 +181,9 @@ def measure(tokenizer: Tokenizer, train, test, centres: np.ndarray) -> dict[str,
     }
 
 
-def run_seed(cfg: ToyConfig, seed: int, run_dir: Path) -> dict[str, float]:
-    """Train repetition `seed` into `run_dir` and measure it."""
-    metrics = train_tokenizer(cfg.run_config(seed), run_dir, "new")
+def run_seed(cfg: ToyConfig, seed: int, run_dir: Path, mode: Mode = "new") -> dict[str, float]:
+    """Train (or, resuming, finish) repetition `seed` into `run_dir` and measure it."""
+    metrics = train_tokenizer(cfg.run_config(seed), run_dir, stage_mode(run_dir, mode))
     tokenizer = Tokenizer.load(run_dir)
     train = load_dataset(cfg.spec(seed), "train")
     test = load_dataset(cfg.spec(seed), "test")
@@ -205,12 +211,13 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def run_toy(cfg: ToyConfig, out: str | Path | None = None) -> dict:
-    """Train and measure `cfg.seeds` models; returns (and with `out`, writes OUT/toy.json).
+def run_toy(cfg: ToyConfig, out: str | Path | None = None, mode: Mode = "new") -> dict:
+    """Train and measure `cfg.seeds` models; returns (and writes OUT/toy.json).
 
     Args:
-        out: directory to keep each seed's run in (OUT/seed-S) and the result; it must not
-            exist or be empty. None trains in a temporary directory that is then deleted.
+        out: run directory to keep each seed's run in (OUT/seed-S), the config and the result.
+            None trains in a temporary directory that is then deleted.
+        mode: new, resume (finish the seeds a killed study left) or overwrite.
 
     Returns:
         {"config": the ToyConfig as a dict, "runs": per seed {"seed", "latent_acc",
@@ -218,21 +225,19 @@ def run_toy(cfg: ToyConfig, out: str | Path | None = None) -> dict:
         "summary": per figure {"mean", "std"} over seeds (accuracies in %), "parameters":
         {"encoder", "decoder"}}.
     """
-    if out is not None:
-        out = Path(out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserError(f"{out}: exists and is not an empty directory")
+    def body(run: RunDir, text: str) -> dict:
+        seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+        runs = [run_seed(cfg, s, run.path / f"seed-{s}", run.mode) for s in seeds]
+        model = Tokenizer(cfg.model_config(), cfg.d)
+        config = asdict(cfg) | {"encoder_hidden": list(cfg.encoder_hidden),
+                                "decoder_hidden": list(cfg.decoder_hidden), "kl_weight": cfg.kl}
+        return {"config": config, "runs": runs, "summary": summarise(runs),
+                "parameters": {part: num_parameters(getattr(model, part))
+                               for part in ("encoder", "decoder")}}
+
     scratch = tempfile.TemporaryDirectory(prefix="latentlab-toy-") if out is None else None
     with scratch or contextlib.nullcontext():
-        root = out if out is not None else Path(scratch.name)
-        seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
-        runs = [run_seed(cfg, s, root / f"seed-{s}") for s in seeds]
-    model = Tokenizer(cfg.model_config(), cfg.d)
-    config = asdict(cfg) | {"encoder_hidden": list(cfg.encoder_hidden),
-                            "decoder_hidden": list(cfg.decoder_hidden), "kl_weight": cfg.kl}
-    result = {"config": config, "runs": runs, "summary": summarise(runs),
-              "parameters": {part: num_parameters(getattr(model, part))
-                             for part in ("encoder", "decoder")}}
-    if out is not None:
-        write_json(out / RESULT, result)
-    return result
+        root = out if out is not None else scratch.name
+        # each seed is a run of its own; a resumed study may add seeds
+        return run_skeleton(cfg, root, mode, body, resume_skip=("seeds",), result=RESULT,
+                            checkpointed=False, subdirs=())

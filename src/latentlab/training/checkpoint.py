@@ -6,7 +6,8 @@ Layout of one checkpoint, `checkpoints/step_00001000/`:
     meta.json             step, data position, config, library version, sha256 of both files
 A text file `checkpoints/latest` names the newest complete checkpoint. A checkpoint is built in a
 hidden temporary directory and renamed into place, and `latest` moves only after that rename, so
-a process killed at any moment leaves the previous checkpoint intact and pointed to.
+a process killed at any moment, or a write that fails (disk full: an OSError naming the
+checkpoint), leaves the previous checkpoint intact and pointed to.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from latentlab import __version__
 from latentlab.errors import CheckpointError
-from latentlab.io import write_text
+from latentlab.io import readable, write_text, writing
 
 WEIGHTS, STATE, META, LATEST = "weights.safetensors", "state.pt", "meta.json", "latest"
 
@@ -58,26 +59,35 @@ def step_name(step: int) -> str:
 def save(directory: Path, step: int, tensors: dict[str, torch.Tensor], state: dict,
          meta: dict, keep: int = 3) -> Path:
     """Write checkpoint `step` under `directory`, point `latest` at it, keep the newest `keep`."""
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / step_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
+    with writing(final):
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
+        _write(tmp, final, tensors, state, {**meta, "step": step, "version": __version__})
+    write_text(directory / LATEST, final.name + "\n")
+    _prune(directory, keep, final.name)
+    return final
+
+
+def _write(tmp: Path, final: Path, tensors: dict[str, torch.Tensor], state: dict,
+           meta: dict) -> None:
+    """Fill the temporary directory `tmp` and rename it to `final`; on any error remove it."""
     try:
+        readable(tmp, directory=True)
         # safetensors refuses shared storage (tied weights): give each tensor its own copy
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
                   tmp / WEIGHTS)
-        torch.save(state, tmp / STATE)
+        readable(tmp / WEIGHTS)  # safetensors writes 0600
+        with open(tmp / STATE, "wb") as f:  # a file object: a failed write keeps its errno
+            torch.save(state, f)
         files = {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}
-        meta = {**meta, "step": step, "version": __version__, "files": files}
-        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (tmp / META).write_text(json.dumps({**meta, "files": files}, indent=2, sort_keys=True))
         if final.exists():  # a resumed run re-saving a step it had already reached
             shutil.rmtree(final)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text(directory / LATEST, final.name + "\n")
-    _prune(directory, keep, final.name)
-    return final
 
 
 def _prune(directory: Path, keep: int, latest: str) -> None:
