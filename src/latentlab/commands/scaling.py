@@ -10,21 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from latentlab import config as C
 from latentlab.commands.common import run_mode as _mode
 from latentlab.commands.common import run_options as _run_options
-from latentlab.training.rundir import CONFIG
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
     from latentlab.recipes.scaling_run import ScalingConfig, scaling_study
+    from latentlab.training.skeleton import config_file
 
     mode = _mode(args)
-    stored = Path(args.out) / CONFIG
-    path = args.config or (stored if mode == "resume" and stored.exists() else None)
-    cfg = C.load(ScalingConfig, path, C.overrides_from(args))
+    cfg = C.load(ScalingConfig, config_file(args.config, args.out, mode), C.overrides_from(args))
     result = scaling_study(cfg, args.cache, args.out, mode, test_cache=args.test_cache)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

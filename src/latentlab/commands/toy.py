@@ -9,25 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from latentlab import config as C
 from latentlab.commands.common import run_mode
 from latentlab.errors import ConfigError
-from latentlab.training.rundir import CONFIG
 
 
 def cmd_toy_mixture(args: argparse.Namespace) -> int:
     import torch
 
     from latentlab.study.toy_mixture import ToyConfig, run_toy
+    from latentlab.training.skeleton import config_file
 
     mode = run_mode(args)
     if mode != "new" and not args.out:
         raise ConfigError(f"--{mode}: needs --out (the study to {mode})")
-    stored = Path(args.out or ".") / CONFIG
-    path = args.config or (stored if mode == "resume" and stored.exists() else None)
-    cfg = C.load(ToyConfig, path, C.overrides_from(args))
+    cfg = C.load(ToyConfig, config_file(args.config, args.out, mode), C.overrides_from(args))
     if args.threads < 0:
         raise ConfigError(f"--threads: must be >= 0, got {args.threads}")
     if args.threads:

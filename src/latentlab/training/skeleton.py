@@ -27,7 +27,7 @@ from latentlab import config as C
 from latentlab.errors import UserError, WriteError
 from latentlab.io import write_errno, write_json
 from latentlab.training import checkpoint
-from latentlab.training.rundir import Mode, RunDir
+from latentlab.training.rundir import CONFIG, Mode, RunDir
 
 log = logging.getLogger("latentlab")
 Body = Callable[[RunDir, str], dict]
@@ -41,6 +41,15 @@ def check_resume(cfg: Any, stored: str | Path, skip: tuple[str, ...] = ("train.s
     if found:
         raise UserError(f"--resume: {found[0]} is {found[1]!r} here but {found[2]!r} in "
                         f"{stored}")
+
+
+def config_file(given: str | Path | None, out: str | Path | None, mode: Mode) -> Path | None:
+    """The config file a command reads: `--config`, or when resuming without one the run's own
+    config.yaml (None when there is neither: the defaults)."""
+    if given:
+        return Path(given)
+    stored = Path(out) / CONFIG if out else None
+    return stored if mode == "resume" and stored is not None and stored.exists() else None
 
 
 def run_skeleton(cfg: Any, out: str | Path, mode: Mode, body: Body, *, seed: int | None = None,
