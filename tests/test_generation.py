@@ -136,8 +136,9 @@ def test_bad_requests_are_one_line_errors(tmp_path, capsys, tiny_config):
 
 
 def test_guidance_needs_a_conditional_generator(tmp_path, capsys):
-    cfg = mixture_run("flow", steps=3)
-    cfg = dataclasses.replace(cfg, data=DataConfig(spec="npz:" + str(_unlabelled(tmp_path))))
+    cfg = mixture_run("flow", steps=3)  # on 8x8 images: the network the data picks (a DiT)
+    cfg = dataclasses.replace(cfg, data=DataConfig(spec="npz:" + str(_unlabelled(tmp_path))),
+                              generator=dataclasses.replace(cfg.generator, network=None))
     train_generator(cfg, tmp_path / "gen")
     capsys.readouterr()
     code = main(["sample", "--generator", str(tmp_path / "gen"), "--out",

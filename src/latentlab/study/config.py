@@ -21,7 +21,6 @@ coupled recipes, with their tiny generators): a cheaper recipe gets proportional
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +36,14 @@ from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.recipes.train import TokenizerRunConfig
 from latentlab.study.curves import CurveConfig
 
+SHARED_RECIPE = "coupled+dae"
+"""The recipe of a study's shared tokenizer config: the one that uses every recipe's sections
+(dae, coupled), so the config carries them all; each run then sets its own recipe, which leaves
+out what it does not use."""
+
 
 def _default_tokenizer() -> TokenizerRunConfig:
-    return copy.deepcopy(TOKENIZER_PRESETS["digits-kl"])
+    return dataclasses.replace(TOKENIZER_PRESETS["digits-kl"], recipe=SHARED_RECIPE)
 
 
 @dataclass
@@ -113,7 +117,8 @@ class StudyConfig:
     tokenizer_preset: str = "digits-kl"
     """Preset the tokenizer section starts from when the study is read from YAML."""
     tokenizer: TokenizerRunConfig = field(default_factory=_default_tokenizer)
-    """The decomposer shared by every recipe; recipe, seed, data and steps are set per run."""
+    """The decomposer shared by every recipe, with every recipe's sections (its recipe is
+    coupled+dae); recipe, seed, data and steps are set per run."""
     generator: GeneratorRunConfig = field(default_factory=GeneratorRunConfig)
     """The generator trained on every latent; tokenizer, seed, data and steps set per run."""
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -159,7 +164,8 @@ def study_from_dict(data: dict, where: str = "") -> StudyConfig:
     section = data.get("tokenizer", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{where}tokenizer: must be a mapping, got {section!r}")
-    data["tokenizer"] = C.merge(C.to_dict(TOKENIZER_PRESETS[preset]), section)
+    shared = dataclasses.replace(TOKENIZER_PRESETS[preset], recipe=SHARED_RECIPE)
+    data["tokenizer"] = C.merge(C.to_dict(shared), section)
     try:
         cfg = C.from_dict(StudyConfig, data)
         for variant in cfg.variants:  # a bad variant fails here, before any training
@@ -172,9 +178,7 @@ def study_from_dict(data: dict, where: str = "") -> StudyConfig:
 def load_study(path: str | Path | None = None,
                overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Defaults < YAML file at `path` < dotted `overrides` ({'budget.samples': 500})."""
-    data = C.read_yaml(path) if path else {}
-    for key, value in (overrides or {}).items():
-        C.set_dotted(data, key, value)
+    data = C.apply_overrides(C.read_yaml(path) if path else {}, overrides or {})
     return study_from_dict(data, f"{path}: " if path else "")
 
 
