@@ -64,8 +64,9 @@ def test_each_family_covers_every_mode_of_the_mixture(tmp_path, family):
     assert near > 0.7 and right_class > 0.7, (near, right_class)
 
 
-def tiny_tokenizer_run(tiny_config, tmp_path, preset_kind: str, seed: int = 0):
-    cfg = tiny_config(steps=150, batch_size=32, seed=seed)
+def tiny_tokenizer_run(tiny_config, tmp_path, preset_kind: str, seed: int = 0, steps: int = 30):
+    """A tiny digits tokenizer: what these tests check holds for any weights, so few steps."""
+    cfg = tiny_config(steps=steps, batch_size=32, seed=seed)
     model = cfg.model
     bottleneck = VQConfig(codebook_size=32) if preset_kind == "vq" else KLConfig()
     model = dataclasses.replace(model, bottleneck=bottleneck)
@@ -106,8 +107,8 @@ def test_latent_pipeline_writes_the_public_samples_format(tmp_path, tiny_config,
 
 @pytest.mark.slow
 def test_bad_requests_are_one_line_errors(tmp_path, capsys, tiny_config):
-    tok = tiny_tokenizer_run(tiny_config, tmp_path, "kl")
-    other = tiny_tokenizer_run(tiny_config, tmp_path / "b", "kl", seed=1)  # other weights
+    tok = tiny_tokenizer_run(tiny_config, tmp_path, "kl", steps=2)
+    other = tiny_tokenizer_run(tiny_config, tmp_path / "b", "kl", seed=1, steps=2)  # other weights
     train_generator(dataclasses.replace(mixture_run("flow", steps=5), data=DataConfig(
         spec="mixture:n=200,k=8")), tmp_path / "gen")
     unconditional = tmp_path / "gen"

@@ -178,8 +178,12 @@ def test_a_changed_stage_is_trained_again_with_what_follows(tiny_study, tmp_path
     shutil.copytree(out, copy)
     tok = copy / "runs" / "baseline" / "seed0" / "tokenizer" / "metrics.json"
     before = tok.stat().st_mtime_ns
-    # (every recipe stays: with equal FLOPs, the tokenizer steps depend on the recipes compared)
-    cfg = load_study(copy / "study.yaml", {"budget.generator_steps": 20})
+    # the baseline alone, so one generator trains again; with equal FLOPs its tokenizer steps
+    # depend on the recipes compared, so they are given as the first run found them
+    steps = json.loads(tok.read_text())["steps"]
+    cfg = load_study(copy / "study.yaml", {"budget.generator_steps": 20, "recipes": ["baseline"],
+                                           "budget.equal_flops": False,
+                                           "budget.tokenizer_steps": steps})
     summary = run_study(cfg, copy)
     assert tok.stat().st_mtime_ns == before  # the tokenizer's config did not change
     err = capsys.readouterr().err
