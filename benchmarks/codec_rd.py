@@ -82,17 +82,17 @@ SHAPES_PRIOR = {"prior.train.batch_size": 32, "prior.transformer.width": 96,
                 "prior.transformer.depth": 3}
 VARIANTS = {
     "digits": (
-        Variant("K16-4x4", "digits-vq", {"tokenizer.model.bottleneck.vq.codebook_size": 16}),
+        Variant("K16-4x4", "digits-vq", {"tokenizer.model.bottleneck.codebook_size": 16}),
         Variant("K128-4x4", "digits-vq", {}),
-        Variant("K16-8x8", "digits-vq", {"tokenizer.model.conv.ch_mult": [1],
-                                         "tokenizer.model.bottleneck.vq.codebook_size": 16}),
-        Variant("K64-8x8", "digits-vq", {"tokenizer.model.conv.ch_mult": [1],
-                                         "tokenizer.model.bottleneck.vq.codebook_size": 64}),
+        Variant("K16-8x8", "digits-vq", {"tokenizer.model.arch.ch_mult": [1],
+                                         "tokenizer.model.bottleneck.codebook_size": 16}),
+        Variant("K64-8x8", "digits-vq", {"tokenizer.model.arch.ch_mult": [1],
+                                         "tokenizer.model.bottleneck.codebook_size": 64}),
     ),
     "shapes": (
-        Variant("K64-8x8", "shapes32-vq", {"tokenizer.model.bottleneck.vq.codebook_size": 64}),
+        Variant("K64-8x8", "shapes32-vq", {"tokenizer.model.bottleneck.codebook_size": 64}),
         Variant("K1024-8x8", "shapes32-vq", {}),
-        Variant("K1024-4x4", "shapes32-vq", {"tokenizer.model.conv.ch_mult": [1, 2, 2, 2]}),
+        Variant("K1024-4x4", "shapes32-vq", {"tokenizer.model.arch.ch_mult": [1, 2, 2, 2]}),
     ),
 }
 PRIOR_OVERRIDES = {"digits": DIGITS_PRIOR, "shapes": SHAPES_PRIOR}

@@ -55,7 +55,6 @@ from training_step import (
 
 from latentlab.data import load_dataset
 from latentlab.recipes.objective import TokenizerObjective
-from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training import RunDir, train
 
 
@@ -70,7 +69,7 @@ def engine_images_per_s(steps: int) -> tuple[float, float]:
     data, test = load_dataset(PRESET.data.spec, "train"), load_dataset(PRESET.data.spec, "test")
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(cfg.seed)
-        objective = TokenizerObjective(Tokenizer(CASES["digits_ae"].model), PRESET.loss)
+        objective = TokenizerObjective(CASES["digits_ae"].tokenizer(), PRESET.loss)
         run = RunDir(Path(tmp) / "run")
         start = time.perf_counter()
         result = train(objective, data, cfg, run, config_text="", eval_data=test)

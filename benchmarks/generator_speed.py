@@ -59,15 +59,18 @@ from latentlab.generators.process import Process
 from latentlab.training.config import TrainConfig
 
 NUM_CLASSES = 10
-DIT = DiTConfig(input_size=8, in_channels=4, patch_size=2, width=256, depth=6, heads=4,
-                num_classes=NUM_CLASSES)
-LATENT = (DIT.in_channels, DIT.input_size, DIT.input_size)
+DIT = DiTConfig(patch_size=2, width=256, depth=6, heads=4)
+LATENT = (4, 8, 8)
 """(C, H, W) of one latent."""
+
+
+def dit() -> DiT:
+    return DiT(DIT, LATENT[0], LATENT[1], NUM_CLASSES)
 PRECISIONS = ("bf16", "fp32")
 
 
-def ar_config(seq_len: int) -> ARConfig:
-    return ARConfig(vocab_size=1024, seq_len=seq_len, width=256, depth=6, heads=4)
+def ar_model(seq_len: int) -> ARTransformer:
+    return ARTransformer(ARConfig(width=256, depth=6, heads=4), 1024, seq_len)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class DiTStep(ObjectiveStep):
     def __init__(self, precision: str, batch: int):
         self.cfg = TrainConfig(device="cpu", precision=precision)
         torch.manual_seed(0)
-        self.objective = ProcessObjective(DiT(DIT), FlowMatching(), NUM_CLASSES,
+        self.objective = ProcessObjective(dit(), FlowMatching(), NUM_CLASSES,
                                           label_dropout=0.1).train()
         self.batch = Batch(torch.randn(batch, *LATENT),
                            torch.randint(0, NUM_CLASSES, (batch,)))
@@ -147,7 +150,7 @@ def sampler(model: nn.Module, process: Process, name: str, steps: int, batch: in
 
 def sampling_figures(settings: Settings) -> list[Figure]:
     torch.manual_seed(0)
-    model = DiT(DIT).eval()
+    model = dit().eval()
     flow, ddpm = FlowMatching(), DDPM()
     b = settings.sample_batch
     runs = {"flow_euler8": sampler(model, flow, "euler", 8, b),
@@ -170,7 +173,7 @@ def ar_figures(settings: Settings) -> list[Figure]:
     b = settings.ar_batch
     for n in settings.ar_lengths:
         torch.manual_seed(0)
-        model = ARTransformer(ar_config(n)).eval()
+        model = ar_model(n).eval()
         g = torch.Generator().manual_seed(0)
 
         def run(cache: bool, model: ARTransformer = model, g: torch.Generator = g) -> None:

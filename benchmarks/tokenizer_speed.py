@@ -57,21 +57,22 @@ from torch import nn
 from training_step import BareStep, Case, case_figures, measure_cases
 
 from latentlab.data import load_dataset
+from latentlab.nn import num_parameters
 from latentlab.recipes.presets import TOKENIZER_PRESETS
-from latentlab.tokenizers.bottlenecks import BottleneckConfig, BottleneckOutput
+from latentlab.tokenizers.bottlenecks import BottleneckOutput, KLConfig
 from latentlab.tokenizers.bottlenecks.usage import code_histogram, perplexity
 from latentlab.tokenizers.bottlenecks.vq import VectorQuantizer, VQConfig
 from latentlab.tokenizers.conv import ConvConfig, ConvDecoder, ConvEncoder
-from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
+from latentlab.tokenizers.tokenizer import TokenizerConfig
 
 try:
     from vector_quantize_pytorch import VectorQuantize
 except ImportError:
     VectorQuantize = None
 
-KL_CASE = Case(TokenizerConfig(in_channels=3, latent_channels=4,
-                               conv=ConvConfig(channels=128, ch_mult=(1, 2, 2)),
-                               bottleneck=BottleneckConfig(kind="kl")),
+KL_CASE = Case(TokenizerConfig(latent_channels=4,
+                               arch=ConvConfig(channels=128, ch_mult=(1, 2, 2)),
+                               bottleneck=KLConfig()),
                (3, 32, 32), 64)
 
 # timing: the same EMA quantiser in both libraries; k-means init and dead-code restarts off, so
@@ -214,7 +215,7 @@ def train_and_score(name: str, steps: int, seed: int = 0) -> UsageResult:
     train_x, test_x = all_images("train"), all_images("test")
     torch.manual_seed(seed)
     # encoder and decoder first, so that their weights do not depend on which quantiser follows
-    model = VQAutoencoder(nn.Identity(), USAGE_DIM, USAGE_PRESET.model.conv)
+    model = VQAutoencoder(nn.Identity(), USAGE_DIM, USAGE_PRESET.model.arch)
     model.quantizer = build_quantizer(name, USAGE_DIM, OURS_USAGE, PEER_USAGE)
     cfg = USAGE_PRESET.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
@@ -283,7 +284,7 @@ def main() -> None:
             print(f"top operators of the VQ call, {name}:")
             print_top_ops(call, calls=5)
 
-    params = sum(p.numel() for p in Tokenizer(s.kl_case.model).parameters())
+    params = num_parameters(s.kl_case.tokenizer())
     print(f"tokenizer_kl: {params / 1e6:.2f} M parameters, batch {s.kl_case.batch}, "
           f"{flops['tokenizer_kl'] / 1e9:.1f} GFLOP per training step")
     print(f"vq timing: ours {OURS_TIMING}; peer {PEER_TIMING}")

@@ -38,12 +38,15 @@ class Case:
     """(C, H, W) of one image."""
     batch: int
 
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.model, self.shape[0])
+
 
 CASES = {
-    "digits_ae": Case(dataclasses.replace(PRESET.model, in_channels=1), (1, 8, 8),
+    "digits_ae": Case(PRESET.model, (1, 8, 8),
                       PRESET.train.batch_size),
-    "conv32": Case(TokenizerConfig(in_channels=3, latent_channels=4,
-                                   conv=ConvConfig(channels=64, ch_mult=(1, 2, 2))),
+    "conv32": Case(TokenizerConfig(latent_channels=4,
+                                   arch=ConvConfig(channels=64, ch_mult=(1, 2, 2))),
                    (3, 32, 32), 64),
 }
 
@@ -67,7 +70,7 @@ class ObjectiveStep:
 
     def forward_backward(self) -> None:
         with _autocast(self.cfg, torch.device("cpu")):
-            loss, _ = self.objective(self.phase, self.batch, 0)
+            loss = self.objective(self.phase, self.batch, 0, {}).loss
         loss.backward()
 
     def __call__(self) -> None:
@@ -86,7 +89,7 @@ class BareStep(ObjectiveStep):
         self.cfg = dataclasses.replace(PRESET.train, device="cpu", **PRECISIONS[precision])
         fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         torch.manual_seed(0)
-        self.objective = TokenizerObjective(Tokenizer(case.model), PRESET.loss)
+        self.objective = TokenizerObjective(case.tokenizer(), PRESET.loss)
         self.objective.to(memory_format=fmt).train()
         x = torch.rand(case.batch, *case.shape) * 2 - 1  # pixels in [-1, 1]
         self.batch = Batch(x.contiguous(memory_format=fmt),

@@ -19,7 +19,7 @@ def tiny_run_config(**train) -> TokenizerRunConfig:
                     checkpoint_every=10, ema=0.9)
     return TokenizerRunConfig(
         data=DataConfig(spec="digits"),
-        model=TokenizerConfig(latent_channels=2, conv=ConvConfig(channels=8, ch_mult=(1, 2))),
+        model=TokenizerConfig(latent_channels=2, arch=ConvConfig(channels=8, ch_mult=(1, 2))),
         train=TrainConfig(**{**defaults, **train}),
     )
 

@@ -1,4 +1,4 @@
-"""Bottleneck configuration: the registry, validation naming the field, YAML and --help."""
+"""Bottleneck configuration: the registry, the tagged union, validation naming the field."""
 
 from __future__ import annotations
 
@@ -15,26 +15,31 @@ from latentlab.tokenizers.bottlenecks import (
     VQConfig,
     build_bottleneck,
 )
+from latentlab.tokenizers.tokenizer import TokenizerConfig
+
+MEMBERS = {C.kind_of(m): m for m in C.sections(BottleneckConfig)}
+
+
+def test_the_union_has_one_config_per_registered_kind():
+    assert set(MEMBERS) == set(BOTTLENECKS)
 
 
 @pytest.mark.parametrize("kind", list(BOTTLENECKS))
 def test_build_gives_the_registered_class(kind):
-    cfg = BottleneckConfig(kind=kind, fsq=FSQConfig(levels=(5, 5, 5)))
+    cfg = FSQConfig(levels=(5, 5, 5)) if kind == "fsq" else MEMBERS[kind]()
     bottleneck = build_bottleneck(cfg, 3)
     assert type(bottleneck) is BOTTLENECKS[kind]
     assert bottleneck.channels == 3
     assert bottleneck.in_channels == (6 if kind == "kl" else 3)
     assert bottleneck.discrete == (kind in ("vq", "lfq", "fsq"))
-    assert bottleneck.cfg is getattr(cfg, kind)
+    assert bottleneck.cfg is cfg
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: VQConfig(codebook_size=0), "codebook_size: must be >= 1, got 0"),
     (lambda: VQConfig(decay=1.0), "decay: "),
     (lambda: FSQConfig(levels=(1, 5)), "levels: every level must be >= 2"),
-    (lambda: build_bottleneck(BottleneckConfig(kind="fsq", fsq=FSQConfig(levels=(8, 5))), 3),
-     "levels: 2 levels"),
-    (lambda: BottleneckConfig(kind="pq"), "kind: "),
+    (lambda: build_bottleneck(FSQConfig(levels=(8, 5)), 3), "levels: 2 levels"),
 ])
 def test_errors_name_the_field(make, message):
     with pytest.raises(ValueError) as err:
@@ -42,20 +47,35 @@ def test_errors_name_the_field(make, message):
     assert str(err.value).startswith(message)
 
 
-def test_yaml_values_are_checked_and_named_with_their_section():
-    with pytest.raises(ConfigError, match="vq.codebook_size: must be >= 1, got 0"):
-        C.from_dict(BottleneckConfig, {"kind": "vq", "vq": {"codebook_size": 0}})
+def parse(bottleneck: dict) -> BottleneckConfig:
+    return C.from_dict(TokenizerConfig, {"latent_channels": 3, "bottleneck": bottleneck}).bottleneck
+
+
+def test_yaml_picks_the_member_by_kind_and_names_the_field():
+    cfg = parse({"kind": "fsq", "levels": [8, 5, 5]})
+    assert cfg == FSQConfig(levels=(8, 5, 5))  # a YAML list becomes the typed tuple
+    assert parse({"kind": "vq"}) == VQConfig()  # a kind alone: that member's defaults
+    with pytest.raises(ConfigError, match="bottleneck.codebook_size: must be >= 1, got 0"):
+        parse({"kind": "vq", "codebook_size": 0})
     with pytest.raises(ConfigError, match="update must be 'ema' | 'loss'"):
-        C.from_dict(BottleneckConfig, {"vq": {"update": "adam"}})
-    cfg = C.from_dict(BottleneckConfig, {"kind": "fsq", "fsq": {"levels": [8, 5, 5]}})
-    assert cfg.fsq.levels == (8, 5, 5)  # a YAML list becomes the typed tuple
+        parse({"kind": "vq", "update": "adam"})
+    with pytest.raises(ConfigError, match=r"bottleneck.kind must be 'identity' \| 'kl' \| 'vq' "
+                                          r"\| 'lfq' \| 'fsq', got 'vqq' \(did you mean vq\?\)"):
+        parse({"kind": "vqq"})
+    # another kind's setting: named, with the kind it belongs to
+    with pytest.raises(ConfigError, match=r"bottleneck.codebook_size: a setting of kind vq, not "
+                                          r"of kind 'kl' \(set bottleneck.kind\)"):
+        parse({"kind": "kl", "codebook_size": 8})
 
 
 def test_every_field_is_documented_and_the_yaml_round_trips(tmp_path):
-    for cls in [BottleneckConfig, *(type(getattr(BottleneckConfig(), k)) for k in BOTTLENECKS)]:
+    for cls in [TokenizerConfig, *MEMBERS.values()]:
         undocumented = {f.name for f in dataclasses.fields(cls)} - set(C.field_docs(cls))
         assert not undocumented, (cls.__name__, undocumented)
-    cfg = BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=64, cosine=True))
+    cfg = TokenizerConfig(bottleneck=VQConfig(codebook_size=64, cosine=True))
     path = tmp_path / "b.yaml"
     path.write_text(C.dump_yaml(cfg))
-    assert C.load(BottleneckConfig, path) == cfg
+    keys = [line.split(":")[0].strip() for line in path.read_text().splitlines()
+            if not line.lstrip().startswith("#")]
+    assert "codebook_size" in keys and "levels" not in keys and "weight" not in keys  # vq's only
+    assert C.load(TokenizerConfig, path) == cfg

@@ -7,23 +7,24 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from latentlab.tokenizers.bottlenecks import (
-    BottleneckConfig,
     FSQConfig,
     IdentityConfig,
+    KLConfig,
+    LFQConfig,
     VQConfig,
     build_bottleneck,
 )
 
 C = 4  # latent channels
 CONFIGS = {
-    "identity": BottleneckConfig(kind="identity"),
-    "identity-norm": BottleneckConfig(kind="identity", identity=IdentityConfig(normalize=True)),
-    "kl": BottleneckConfig(kind="kl"),
-    "vq-ema": BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16)),
-    "vq-loss": BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16, update="loss")),
-    "vq-cosine": BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16, cosine=True)),
-    "lfq": BottleneckConfig(kind="lfq"),
-    "fsq": BottleneckConfig(kind="fsq", fsq=FSQConfig(levels=(4, 3, 5, 2))),
+    "identity": IdentityConfig(),
+    "identity-norm": IdentityConfig(normalize=True),
+    "kl": KLConfig(),
+    "vq-ema": VQConfig(codebook_size=16),
+    "vq-loss": VQConfig(codebook_size=16, update="loss"),
+    "vq-cosine": VQConfig(codebook_size=16, cosine=True),
+    "lfq": LFQConfig(),
+    "fsq": FSQConfig(levels=(4, 3, 5, 2)),
 }
 DISCRETE = [name for name in CONFIGS if CONFIGS[name].kind in ("vq", "lfq", "fsq")]
 SPATIAL = {"image": (4, 4), "vector": ()}

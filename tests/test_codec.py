@@ -23,15 +23,15 @@ from latentlab.codec.model import model_fingerprint
 from latentlab.codec.tiles import from_tiles, to_tiles
 from latentlab.data import load_dataset
 from latentlab.errors import CheckpointError, DataError
-from latentlab.generation.config import GeneratorConfig, TransformerConfig
+from latentlab.generation.config import GeneratorConfig
 from latentlab.generation.models import Modelled, build_models
-from latentlab.tokenizers.bottlenecks import BottleneckConfig
+from latentlab.generators.autoregressive import ARConfig
 from latentlab.tokenizers.bottlenecks.fsq import FSQConfig
 from latentlab.tokenizers.conv import ConvConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 
 GRID, VOCAB = (4, 4), 32
-PRIOR = GeneratorConfig(family="ar", transformer=TransformerConfig(width=32, depth=1, heads=2))
+PRIOR = GeneratorConfig(family="ar", network=ARConfig(width=32, depth=1, heads=2))
 WHAT = Modelled(GRID, "indices", 0, VOCAB)
 
 
@@ -39,12 +39,11 @@ def tiny_parts(channels: int = 1, seed: int = 0) -> tuple[Tokenizer, nn.Module]:
     """An FSQ tokenizer (factor 2, 32 codes: 8x8 tiles of 4x4 tokens) and an unconditional
     prior built as `train-generator` builds one."""
     torch.manual_seed(seed)
-    cfg = TokenizerConfig(in_channels=channels, latent_channels=3,
-                          conv=ConvConfig(channels=8, ch_mult=(1, 2)),
-                          bottleneck=BottleneckConfig(kind="fsq", fsq=FSQConfig(levels=(4, 4, 2))))
+    cfg = TokenizerConfig(latent_channels=3, arch=ConvConfig(channels=8, ch_mult=(1, 2)),
+                          bottleneck=FSQConfig(levels=(4, 4, 2)))
     prior = build_models(PRIOR, WHAT)["model"]
     nn.init.normal_(prior.head.weight, std=0.5)  # peaked, varied distributions
-    return Tokenizer(cfg), prior
+    return Tokenizer(cfg, channels), prior
 
 
 def tiny_model(channels: int = 1, seed: int = 0) -> CodecModel:
@@ -180,6 +179,6 @@ def test_model_parts_must_fit():
     tokenizer, prior = tiny_parts()
     with pytest.raises(CheckpointError, match="not a 2x4 grid"):
         CodecModel(tokenizer, prior, (2, 4))
-    continuous = Tokenizer(TokenizerConfig(latent_channels=2, conv=ConvConfig(channels=8)))
+    continuous = Tokenizer(TokenizerConfig(latent_channels=2, arch=ConvConfig(channels=8)), 1)
     with pytest.raises(CheckpointError, match="needs a discrete image tokenizer"):
         CodecModel(continuous, prior, GRID)

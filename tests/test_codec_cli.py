@@ -20,7 +20,7 @@ from latentlab.cli import main
 from latentlab.codec import CodecModel, compress, decompress
 from latentlab.codec.model import MANIFEST, manifest_for
 from latentlab.generation.config import GeneratorRunConfig
-from latentlab.generation.train import save_generator
+from latentlab.generation.generator import Generator
 from latentlab.io import write_json, write_text
 from tests.test_codec import PRIOR, WHAT, digits, tiny_parts
 
@@ -31,7 +31,7 @@ def make_codec_run(root: Path, seed: int = 0) -> Path:
     tokenizer.save(root / "tokenizer-run" / "tokenizer")
     cfg = GeneratorRunConfig(tokenizer=str(root / "tokenizer-run"), generator=PRIOR)
     write_text(root / "prior-run" / "config.yaml", C.dump_yaml(cfg))
-    save_generator(prior, WHAT, cfg, root / "prior-run" / "generator")
+    Generator(cfg, WHAT, prior).save(root / "prior-run" / "generator")
     model = CodecModel.load(tokenizer=root / "tokenizer-run", prior=root / "prior-run")
     write_json(root / MANIFEST, manifest_for(model, "digits"))
     return root
@@ -131,21 +131,20 @@ def test_another_process_decodes_the_same_tokens_and_pixels(files, tmp_path):
 def test_train_codec_makes_a_run_with_an_unconditional_prior(tmp_path):
     from latentlab.codec.train import CodecRunConfig, train_codec
     from latentlab.errors import UserError
-    from latentlab.generation.train import load_modelled
 
     cfg = CodecRunConfig()
     short = dict(steps=3, batch_size=16, warmup=1, eval_every=0, checkpoint_every=3, log_every=1)
     tok = dataclasses.replace(cfg.tokenizer, train=dataclasses.replace(cfg.tokenizer.train,
                                                                        **short))
-    tok.model.conv = dataclasses.replace(tok.model.conv, channels=8)
-    tok.model.bottleneck.vq.codebook_size = 16
+    tok.model.arch = dataclasses.replace(tok.model.arch, channels=8)
+    tok.model.bottleneck.codebook_size = 16
     prior = dataclasses.replace(cfg.prior, train=dataclasses.replace(cfg.prior.train, **short))
     prior.transformer = dataclasses.replace(prior.transformer, width=32, depth=1, heads=2)
     cfg = CodecRunConfig(tokenizer=tok, prior=prior)
     metrics = train_codec(cfg, tmp_path / "codec")
 
     run = tmp_path / "codec"
-    assert load_modelled(run / "prior-run").num_classes == 0  # a codec does not know labels
+    assert Generator.load(run / "prior-run").what.num_classes == 0  # a codec knows no labels
     model = CodecModel.load(run)
     assert model.fingerprint_hex == metrics["fingerprint"]
     assert (model.vocab, model.grid, model.tile) == (16, (4, 4), (8, 8))

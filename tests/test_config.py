@@ -13,16 +13,16 @@ from latentlab.recipes.train import TokenizerRunConfig
 
 def test_precedence_defaults_yaml_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("train:\n  steps: 300\n  lr: 1e-2\nmodel:\n  conv:\n    ch_mult: [1, 2, 4]\n")
+    path.write_text("train:\n  steps: 300\n  lr: 1e-2\nmodel:\n  arch:\n    ch_mult: [1, 2, 4]\n")
     cfg = C.load(TokenizerRunConfig, path, {"train.steps": 500})
     assert cfg.train.steps == 500  # override beats file
     assert cfg.train.lr == 0.01  # file beats default
-    assert cfg.model.conv.ch_mult == (1, 2, 4)  # lists become typed tuples
+    assert cfg.model.arch.ch_mult == (1, 2, 4)  # lists become typed tuples
     assert cfg.train.batch_size == TokenizerRunConfig().train.batch_size  # default kept
 
 
 def test_yaml_dump_round_trips_and_is_commented(tmp_path):
-    cfg = C.load(TokenizerRunConfig, None, {"train.steps": 7, "model.conv.channels": 16})
+    cfg = C.load(TokenizerRunConfig, None, {"train.steps": 7, "model.arch.channels": 16})
     text = C.dump_yaml(cfg)
     assert "# Optimizer steps to train for." in text
     path = tmp_path / "c.yaml"
@@ -35,7 +35,7 @@ def test_yaml_dump_round_trips_and_is_commented(tmp_path):
     ({"train.steps": "many"}, "train.steps must be int, got 'many'"),
     ({"train.steps": 0}, "train.steps: must be >= 1, got 0"),
     ({"train.precision": "fp16"}, "train.precision must be 'auto' | 'bf16' | 'fp32'"),
-    ({"model.conv.ch_mult": [1, 0]}, "model.conv.ch_mult"),
+    ({"model.arch.ch_mult": [1, 0]}, "model.arch.ch_mult"),
     ({"train.batch_size": 10, "train.accumulate": 3}, "train.batch_size: 10 is not divisible"),
     ({"loss.reconstruction": 3}, "loss.reconstruction must be 'l1' | 'l2', got 3"),
 ])
@@ -64,10 +64,10 @@ def test_cli_options_carry_docs_and_types():
     C.add_arguments(parser, TokenizerRunConfig)
     help_text = parser.format_help()
     assert "--train.steps" in help_text and "Optimizer steps to train for" in help_text
-    args = parser.parse_args(["--train.steps", "12", "--model.conv.ch_mult", "[1,2,2]",
+    args = parser.parse_args(["--train.steps", "12", "--model.arch.ch_mult", "[1,2,2]",
                               "--data.spec", "123", "--train.channels_last", "false"])
     overrides = C.overrides_from(args)
-    assert overrides == {"train.steps": 12, "model.conv.ch_mult": [1, 2, 2], "data.spec": "123",
+    assert overrides == {"train.steps": 12, "model.arch.ch_mult": [1, 2, 2], "data.spec": "123",
                          "train.channels_last": False}
     cfg = C.load(TokenizerRunConfig, None, overrides)
     assert cfg.data.spec == "123" and cfg.train.channels_last is False

@@ -4,6 +4,7 @@ counts against the analytic count of a DiT's matmuls."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -12,37 +13,45 @@ import torch
 
 from latentlab.data import load_dataset
 from latentlab.generators.denoisers.dit import DiT, DiTBlock, DiTConfig
+from latentlab.nn import num_parameters
 from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.coupled import LatentCoupling, round_trip
-from latentlab.recipes.tiny import BigGenerator, binned_losses, num_parameters, tiny_generator
+from latentlab.recipes.tiny import BigGenerator, binned_losses, tiny_generator
 from latentlab.recipes.train import build_objective
+from latentlab.tokenizers.bottlenecks import BottleneckConfig, KLConfig
+from latentlab.tokenizers.bottlenecks.vq import VQConfig
 from latentlab.training.flops import counted_flops
 from tests.conftest import tiny_run_config
 
-BIG = DiTConfig(input_size=4, in_channels=2, patch_size=2, width=128, depth=4, heads=4,
-                num_classes=10)
+BIG = DiTConfig(patch_size=2, width=128, depth=4, heads=4)
 SHAPE = (2, 4, 4)
+CLASSES = 10
+
+
+def big_dit() -> DiT:
+    return DiT(BIG, SHAPE[0], SHAPE[1], CLASSES)
 
 
 def coupling(**overrides) -> LatentCoupling:
     cfg = CoupledConfig(widths=(32, 64, 96), depth=1, fit_every=10, start=0, ramp=5,
                         **overrides)
     torch.manual_seed(0)
-    return LatentCoupling(cfg, SHAPE, "flow", BigGenerator(10**6, 4e5, BIG), steps=100,
+    return LatentCoupling(cfg, SHAPE, "flow", BigGenerator(10**6, 4e5, BIG, CLASSES), steps=100,
                           batch=64)
 
 
 # -- tiny generators that are the big one in miniature -----------------------------------------
 
 def test_tiny_dits_share_the_big_dits_patching_depth_heads_and_conditioning():
-    big = DiT(BIG)
+    big = big_dit()
     tiny = coupling(tiny="dit").tiny
     for module, width in zip(tiny, (32, 64, 96), strict=True):
         net = module.net
         assert isinstance(net, DiT) and net.cfg.width == width
-        for field in ("patch_size", "depth", "mlp_ratio", "num_classes", "input_size",
-                      "in_channels"):
+        for field in ("patch_size", "depth", "mlp_ratio"):
             assert getattr(net.cfg, field) == getattr(BIG, field), field
+        for field in ("num_classes", "input_size", "in_channels"):
+            assert getattr(net, field) == getattr(big, field), field
         assert net.cfg.width // net.cfg.heads == BIG.width // BIG.heads  # the head width
         # the same blocks in the same order, with the same parameter shapes up to width
         kinds = [type(m).__name__ for m in net.modules()]
@@ -61,27 +70,27 @@ def test_tiny_dit_sizes_follow_the_width_series():
     w = torch.tensor([32.0, 64.0, 96.0], dtype=torch.float64)
     a, b, c = torch.linalg.solve(torch.stack([w**2, w, torch.ones(3, dtype=torch.float64)], 1),
                                  torch.tensor(sizes, dtype=torch.float64))
-    assert float(a * 128**2 + b * 128 + c) == pytest.approx(num_parameters(DiT(BIG)), abs=0.5)
+    assert float(a * 128**2 + b * 128 + c) == pytest.approx(num_parameters(big_dit()), abs=0.5)
     # per block 4 d^2 (attention) + 8 d^2 (MLP) + 6 d^2 (adaLN); the final adaLN 2 d^2 and the
     # time MLP's second layer d^2
     assert float(a) == pytest.approx(18 * BIG.depth + 3)
 
 
 def test_tiny_dit_takes_and_gives_flat_latents_and_needs_a_dit_big_generator():
-    model = tiny_generator(SHAPE, 32, 1, dit=BIG)
+    model = tiny_generator(SHAPE, 32, 1, dit=BIG, num_classes=CLASSES)
     x, t = torch.randn(5, math.prod(SHAPE)), torch.rand(5)
     assert model(x, t, None).shape == (5, math.prod(SHAPE))
     with pytest.raises(ValueError, match="not a DiT"):
         LatentCoupling(CoupledConfig(tiny="dit"), SHAPE, "flow", BigGenerator(10**6))
     with pytest.raises(ValueError, match="head width 32"):
-        tiny_generator(SHAPE, 48, 1, dit=BIG)
+        tiny_generator(SHAPE, 48, 1, dit=BIG, num_classes=CLASSES)
 
 
 # -- held-out tiny losses ----------------------------------------------------------------------
 
 def test_heldout_losses_come_from_latents_the_tiny_generators_never_train_on(monkeypatch):
-    """The tiny phases train on what the autoencoder phase stored: the training batch. The
-    held-out scoring sees the test items, and nothing it scores is ever stored."""
+    """The tiny phases train on what the autoencoder phase hands on: the training batch. The
+    held-out scoring sees the test items, and nothing it scores is ever handed on."""
     cfg = dataclasses.replace(tiny_run_config(), recipe="coupled", coupled=CoupledConfig(
         widths=(8, 16, 32), depth=1, fit_every=2, start=0, big_parameters=10**5, heldout=32))
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
@@ -95,12 +104,11 @@ def test_heldout_losses_come_from_latents_the_tiny_generators_never_train_on(mon
                         lambda x: encoded.append(x) or encode(x))
     batch = train.__getitems__(list(range(16)))
     for step in range(5):
-        objective("autoencoder", batch, step)
-        stored = list(objective.coupling._stored)
+        handed = {"autoencoder": objective("autoencoder", batch, step, {}).handed}
         for phase in objective.coupling.phases:
-            objective(phase, batch, step)
+            objective(phase, batch, step, handed)
         # everything the tiny phases trained on at this step came from the training batch
-        assert len(stored) == 1 and stored[0].shape[0] == len(batch.x)
+        assert handed["autoencoder"].shape[0] == len(batch.x)
     heldout_calls = [x for x in encoded if x.shape[0] == 32]
     assert len(heldout_calls) == 2  # steps 2 and 4
     assert all(torch.equal(x, held) for x in heldout_calls)
@@ -109,6 +117,48 @@ def test_heldout_losses_come_from_latents_the_tiny_generators_never_train_on(mon
     assert not flat(held) & flat(train.__getitems__(list(range(len(train)))).x)
     tracker = objective.coupling.tracker
     assert tracker.observed and tracker.seen[-1] == 4 * cfg.train.batch_size
+
+
+# -- what the tiny phases train on -------------------------------------------------------------
+
+def coupled_objective(bottleneck: BottleneckConfig, channels: int):
+    cfg = tiny_run_config()
+    cfg = dataclasses.replace(cfg, recipe="coupled", coupled=CoupledConfig(
+        widths=(8, 16, 32), depth=1, fit_every=2, start=0, ramp=1, big_parameters=10**5),
+        model=dataclasses.replace(cfg.model, latent_channels=channels, bottleneck=bottleneck))
+    torch.manual_seed(0)
+    return build_objective(cfg, load_dataset("digits", "train"))
+
+
+@pytest.mark.parametrize("bottleneck, channels", [
+    (KLConfig(), 2),
+    (VQConfig(codebook_size=16), 4)])
+def test_a_tiny_phase_depends_on_the_latents_it_is_given_not_on_earlier_phases(bottleneck,
+                                                                              channels):
+    """Given the same latents, a tiny phase has the same loss, gradient and tracked values
+    whether it runs alone or after steps of every phase and another batch's autoencoder phase."""
+    base = coupled_objective(bottleneck, channels)
+    data = load_dataset("digits", "train")
+    batch, other = data.__getitems__(list(range(16))), data.__getitems__(list(range(16, 32)))
+    given = copy.deepcopy(base)("autoencoder", batch, 0, {}).handed
+    alone, busy = copy.deepcopy(base), copy.deepcopy(base)
+    for step in range(3):  # three whole steps on another batch (step 2 refits the law)
+        handed = {"autoencoder": busy("autoencoder", other, step, {}).handed}
+        for phase in busy.coupling.phases:
+            busy(phase, other, step, handed)
+    assert not torch.equal(busy("autoencoder", other, 3, {}).handed, given)
+    busy.zero_grad()
+    results = []
+    for objective in (alone, busy):
+        torch.manual_seed(1)
+        out = objective("tiny_16", batch, 3, {"autoencoder": given})
+        out.loss.backward()
+        grads = [p.grad for p in objective.coupling.tiny[1].parameters()]
+        results.append((out.loss, grads, objective.coupling.tracker.pending[:, 1]))
+    (loss_a, grads_a, pending_a), (loss_b, grads_b, pending_b) = results
+    assert torch.equal(loss_a, loss_b) and loss_a > 0
+    assert all(torch.equal(g, h) for g, h in zip(grads_a, grads_b, strict=True))
+    assert torch.equal(pending_a, pending_b) and pending_a[1].sum() > 0
 
 
 def test_binned_losses_use_the_same_draws_for_every_model():
@@ -178,13 +228,14 @@ def test_annealing_reaches_clean_latents_at_the_end():
 
 # -- FLOPs ---------------------------------------------------------------------------------------
 
-def analytic_dit_step_flops(cfg: DiTConfig, batch: int) -> float:
+def analytic_dit_step_flops(net: DiT, batch: int) -> float:
     """Matmul FLOPs of a training step (forward + backward = 3 forwards, 2 FLOPs a
     multiply-add) of a DiT on a batch: per token and block the qkv, output, and MLP matrices
     plus the attention products; per item the adaLN modulations and the time MLP."""
-    d, tokens = cfg.width, (cfg.input_size // cfg.patch_size) ** 2
+    cfg = net.cfg
+    d, tokens = cfg.width, net.grid ** 2
     hidden = int(d * cfg.mlp_ratio)
-    patch = cfg.in_channels * cfg.patch_size**2
+    patch = net.in_channels * cfg.patch_size**2
     per_token = cfg.depth * (4 * d * d + 2 * d * hidden + 2 * tokens * d) + 2 * patch * d
     per_item = cfg.depth * 6 * d * d + 2 * d * d + 256 * d + d * d
     return 3 * 2 * batch * (tokens * per_token + per_item)
@@ -192,14 +243,14 @@ def analytic_dit_step_flops(cfg: DiTConfig, batch: int) -> float:
 
 @pytest.mark.parametrize("width", [32, 64, 96])
 def test_flop_count_of_a_tiny_dit_step_matches_its_matmuls(width):
-    net = tiny_generator(SHAPE, width, 1, dit=BIG).net
+    net = tiny_generator(SHAPE, width, 1, dit=BIG, num_classes=CLASSES).net
     x, t = torch.randn(64, *SHAPE), torch.rand(64)
 
     def step():
         net(x, t, None).square().mean().backward()
 
     counted = counted_flops(step)
-    expected = analytic_dit_step_flops(net.cfg, 64)
+    expected = analytic_dit_step_flops(net, 64)
     assert counted == pytest.approx(expected, rel=0.10)
 
 

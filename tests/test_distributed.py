@@ -20,7 +20,7 @@ def test_two_process_gloo_run(tmp_path):
            "-m", "latentlab", "train-tokenizer", "--preset", "digits-vq", "--out", str(out),
            "--train.steps", "60",
            "--train.batch_size", "32", "--train.log_every", "10", "--train.eval_every", "0",
-           "--model.conv.channels", "8", "--train.checkpoint_every", "30", "--train.warmup", "5",
+           "--model.arch.channels", "8", "--train.checkpoint_every", "30", "--train.warmup", "5",
            "--train.ema", "0.9"]
     env_threads = {"OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,

@@ -12,7 +12,7 @@ from latentlab.data.base import ArrayDataset
 from latentlab.errors import TrainingDiverged
 from latentlab.training import RunDir, TrainConfig, checkpoint, train
 from latentlab.training.ema import EMA
-from latentlab.training.objective import Objective
+from latentlab.training.objective import Objective, PhaseOutput
 from latentlab.training.rundir import read_metrics
 from latentlab.training.sampler import StepSampler
 from latentlab.training.schedule import lr_factor
@@ -26,12 +26,12 @@ class Regression(Objective):
         self.net = nn.Linear(4, 1)
         self.nan_at = nan_at
 
-    def forward(self, phase, batch, step):
+    def forward(self, phase, batch, step, handed):
         target = batch.x.sum(1, keepdim=True)
         loss = (self.net(batch.x) - target).pow(2).mean()
         if step == self.nan_at:
             loss = loss * float("nan")
-        return loss, {"loss/mse": loss.detach()}
+        return PhaseOutput(loss, {"loss/mse": loss.detach()})
 
     def ema_model(self):
         return self.net
@@ -137,12 +137,12 @@ class TwoPhase(Objective):
     def phase_parameters(self, phase):
         return [self.a] if phase == "a" else [self.b]
 
-    def forward(self, phase, batch, step):
+    def forward(self, phase, batch, step, handed):
         if phase == "a":
             loss = (self.a - 3).pow(2) + (self.b.pow(2) * self.a if self.couple else 0)
         else:
             loss = (self.b + 2).pow(2)
-        return loss, {f"loss/{phase}": loss.detach()}
+        return PhaseOutput(loss, {f"loss/{phase}": loss.detach()})
 
 
 def test_each_phase_steps_only_its_own_parameters(tmp_path):
@@ -153,6 +153,34 @@ def test_each_phase_steps_only_its_own_parameters(tmp_path):
     assert torch.equal(coupled.b, alone.b)
     assert alone.b.item() == pytest.approx(-2, abs=0.3)
     assert coupled.a.item() != alone.a.item()  # b really did enter phase a's loss
+
+
+class HandsOn(Objective):
+    """Phase 'a' hands on the sum of its micro-batch; every call is recorded."""
+
+    phases = ("a", "b")
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.calls: list[tuple[str, dict, float]] = []
+
+    def forward(self, phase, batch, step, handed):
+        total = float(batch.x.sum())
+        self.calls.append((phase, dict(handed), total))
+        return PhaseOutput((self.w - 1).pow(2), {}, total if phase == "a" else None)
+
+
+def test_a_phase_gets_what_earlier_phases_handed_on_for_its_own_micro_batch(tmp_path):
+    objective = HandsOn()
+    train(objective, vectors(), cfg(steps=3, accumulate=2), RunDir(tmp_path), "x: 1")
+    a = [c for c in objective.calls if c[0] == "a"]
+    b = [c for c in objective.calls if c[0] == "b"]
+    assert len(a) == len(b) == 3 * 2
+    assert all(handed == {} for _, handed, _ in a)  # nothing is carried over from a step before
+    assert len({total for _, _, total in b}) == 6  # six different micro-batches
+    for _, handed, total in b:
+        assert handed == {"a": total}
 
 
 def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):

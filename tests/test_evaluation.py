@@ -15,9 +15,11 @@ from latentlab.cli import main
 from latentlab.data.config import DataConfig
 from latentlab.evaluation.probe import predictability
 from latentlab.evaluation.tokenizer import evaluate_tokenizer_run
-from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig, TransformerConfig
+from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig
 from latentlab.generation.train import train_generator
+from latentlab.generators.autoregressive import ARConfig
 from latentlab.recipes.train import train_tokenizer
+from latentlab.tokenizers.bottlenecks import KLConfig, VQConfig
 from latentlab.training.config import TrainConfig
 
 from .conftest import tiny_run_config
@@ -47,8 +49,7 @@ def feature_cache(tmp_path_factory):
 def tokenizer_run(path, bottleneck: str):
     cfg = tiny_run_config(steps=60, batch_size=32)
     model = cfg.model
-    bn = dataclasses.replace(model.bottleneck, kind=bottleneck, vq=dataclasses.replace(
-        model.bottleneck.vq, codebook_size=32))
+    bn = VQConfig(codebook_size=32) if bottleneck == "vq" else KLConfig()
     train_tokenizer(dataclasses.replace(cfg, model=dataclasses.replace(model, bottleneck=bn)),
                     path)
     return path
@@ -61,8 +62,7 @@ def vq_runs(tmp_path_factory):
     tok = tokenizer_run(root / "tok", "vq")
     cfg = GeneratorRunConfig(
         tokenizer=str(tok), data=DataConfig(spec="digits"),
-        generator=GeneratorConfig(family="ar", transformer=TransformerConfig(
-            width=32, depth=2, heads=2)),
+        generator=GeneratorConfig(family="ar", network=ARConfig(width=32, depth=2, heads=2)),
         train=TrainConfig(steps=30, batch_size=32, warmup=5, log_every=10, eval_every=0,
                           checkpoint_every=100))
     train_generator(cfg, root / "gen")

@@ -24,9 +24,8 @@ def _one_thread():
 
 def tiny(num_classes: int = 3, **kw) -> ARTransformer:
     torch.manual_seed(0)
-    cfg = ARConfig(vocab_size=V, seq_len=N, width=32, depth=2, heads=2,
-                   num_classes=num_classes, **kw)
-    return ARTransformer(cfg).eval()
+    cfg = ARConfig(width=32, depth=2, heads=2, **kw)
+    return ARTransformer(cfg, V, N, num_classes).eval()
 
 
 def tokens(b: int, seed: int = 1) -> torch.Tensor:
@@ -35,11 +34,11 @@ def tokens(b: int, seed: int = 1) -> torch.Tensor:
 
 def test_config_validation():
     with pytest.raises(ValueError, match="heads"):
-        ARConfig(vocab_size=V, seq_len=N, width=30, heads=4)
+        ARConfig(width=30, heads=4)
     with pytest.raises(ValueError, match="dropout"):
-        ARConfig(vocab_size=V, seq_len=N, dropout=1.0)
+        ARConfig(dropout=1.0)
     with pytest.raises(ValueError, match="vocab_size"):
-        ARConfig(vocab_size=0, seq_len=N)
+        ARTransformer(ARConfig(), 0, N)
 
 
 def test_forward_shape_and_causality():
@@ -186,7 +185,7 @@ def test_training_reaches_the_entropy_rate_of_a_markov_source():
     rate = -stay * math.log(stay) - (1 - stay) * math.log((1 - stay) / (V - 1))  # nats / token
     target = (math.log(V) + (N - 1) * rate) / N  # mean per-token NLL, first token uniform
     torch.manual_seed(0)
-    model = ARTransformer(ARConfig(vocab_size=V, seq_len=N, width=32, depth=2, heads=2))
+    model = ARTransformer(ARConfig(width=32, depth=2, heads=2), V, N)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(200):

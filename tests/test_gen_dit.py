@@ -29,10 +29,9 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny(**kw) -> DiT:
+def tiny(num_classes: int = 0) -> DiT:
     torch.manual_seed(0)
-    cfg = DiTConfig(input_size=S, in_channels=C, patch_size=2, width=32, depth=2, heads=2, **kw)
-    return DiT(cfg)
+    return DiT(DiTConfig(patch_size=2, width=32, depth=2, heads=2), C, S, num_classes)
 
 
 def randomise_zero_init(model: DiT) -> DiT:
@@ -53,29 +52,29 @@ def inputs(seed: int = 0):
 
 
 def test_config_validation_and_presets():
-    with pytest.raises(ValueError, match="patch_size"):
-        DiTConfig(input_size=8, patch_size=3)
+    with pytest.raises(ValueError, match="patch_size: must divide the latent's side 8"):
+        DiT(DiTConfig(patch_size=3), 4, 8)
     with pytest.raises(ValueError, match="heads"):
         DiTConfig(width=100, heads=3)
     with pytest.raises(ValueError, match="num_classes"):
-        DiTConfig(num_classes=-1)
+        DiT(DiTConfig(), 4, 8, num_classes=-1)
     with pytest.raises(ValueError, match="preset"):
         dit_config("huge")
-    sizes = [DiT(dit_config(name, input_size=4, depth=1)).num_parameters for name in DIT_PRESETS]
+    sizes = [DiT(dit_config(name, depth=1), 4, 4).num_parameters for name in DIT_PRESETS]
     assert sizes == sorted(sizes)
     # widths in a geometric series are plain config
     for width in (32, 64, 128):
-        assert DiT(DiTConfig(width=width, depth=1, heads=2)).cfg.width == width
+        assert DiT(DiTConfig(width=width, depth=1, heads=2), 4, 8).cfg.width == width
 
 
 def test_output_shape_zero_at_init_and_not_after_one_step():
-    model = tiny(num_classes=5, learn_sigma=True)
+    model = tiny(num_classes=5)
     x, t = inputs()
     out = model(x, t, torch.tensor([0, 4, 5]))
-    assert out.shape == (B, 2 * C, S, S)
+    assert out.shape == (B, C, S, S)
     assert torch.equal(out, torch.zeros_like(out))  # zero-init final layer
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss = (model(x, t) - torch.cat([x, x], 1)).square().mean()
+    loss = (model(x, t) - x).square().mean()
     loss.backward()
     opt.step()
     assert model(x, t).abs().amax() > 0

@@ -38,8 +38,8 @@ def test_timestep_embedding():
 
 
 def test_mlp_denoiser_shapes_init_and_classes():
-    cfg = MLPDenoiserConfig(width=32, depth=2, time_embed=16, num_classes=K)
-    model = MLPDenoiser(2, cfg)
+    cfg = MLPDenoiserConfig(width=32, depth=2, time_embed=16)
+    model = MLPDenoiser(2, cfg, K)
     x, t = torch.randn(5, 2), torch.rand(5)
     out = model(x, t, torch.arange(5))
     assert out.shape == (5, 2) and (out == 0).all()  # zero-initialised output layer
@@ -58,8 +58,8 @@ def test_mlp_denoiser_shapes_init_and_classes():
 def train(process, steps: int, cond: bool, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    cfg = MLPDenoiserConfig(width=128, depth=3, time_embed=32, num_classes=K if cond else 0)
-    model = MLPDenoiser(2, cfg)
+    cfg = MLPDenoiserConfig(width=128, depth=3, time_embed=32)
+    model = MLPDenoiser(2, cfg, K if cond else 0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     # linear decay to 0: the last steps average out the minibatch noise, which sharpens modes
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps)

@@ -48,7 +48,7 @@ def test_guidance_without_labels_raises():
 
 
 def test_sample_with_guidance_reads_the_null_class_from_the_model():
-    model = MLPDenoiser(2, MLPDenoiserConfig(width=16, depth=1, time_embed=8, num_classes=3))
+    model = MLPDenoiser(2, MLPDenoiserConfig(width=16, depth=1, time_embed=8), 3)
     for p in model.out.parameters():
         torch.nn.init.normal_(p)  # undo the zero init so the classes differ
     noise, cond = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])

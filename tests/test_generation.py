@@ -11,11 +11,14 @@ import torch
 from latentlab.cli import main
 from latentlab.data.builtin import mixture_centres
 from latentlab.data.config import DataConfig
-from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig, TransformerConfig
+from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig
 from latentlab.generation.sample import sample_to_file
 from latentlab.generation.train import train_generator
+from latentlab.generators.autoregressive import ARConfig
+from latentlab.generators.denoisers.dit import DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiserConfig
 from latentlab.recipes.train import train_tokenizer
+from latentlab.tokenizers.bottlenecks import KLConfig, VQConfig
 from latentlab.training.config import TrainConfig
 
 from .conftest import replace_train
@@ -28,7 +31,8 @@ def mixture_run(family: str, **train) -> GeneratorRunConfig:
                     eval_every=0, checkpoint_every=1000, precision="fp32")
     return GeneratorRunConfig(
         data=DataConfig(spec=MIXTURE),
-        generator=GeneratorConfig(family=family, mlp=MLPDenoiserConfig(width=128), steps=50),
+        generator=GeneratorConfig(family=family, steps=50, network=MLPDenoiserConfig(width=128)
+                                  if family in ("flow", "ddpm", "vpsde") else None),
         train=TrainConfig(**{**settings, **train}))
 
 
@@ -63,13 +67,8 @@ def test_each_family_covers_every_mode_of_the_mixture(tmp_path, family):
 def tiny_tokenizer_run(tiny_config, tmp_path, preset_kind: str, seed: int = 0):
     cfg = tiny_config(steps=150, batch_size=32, seed=seed)
     model = cfg.model
-    if preset_kind == "vq":
-        bottleneck = dataclasses.replace(model.bottleneck, kind="vq", vq=dataclasses.replace(
-            model.bottleneck.vq, codebook_size=32))
-        model = dataclasses.replace(model, bottleneck=bottleneck)
-    else:
-        model = dataclasses.replace(model, bottleneck=dataclasses.replace(model.bottleneck,
-                                                                          kind="kl"))
+    bottleneck = VQConfig(codebook_size=32) if preset_kind == "vq" else KLConfig()
+    model = dataclasses.replace(model, bottleneck=bottleneck)
     train_tokenizer(dataclasses.replace(cfg, model=model), tmp_path / "tok")
     return tmp_path / "tok"
 
@@ -80,8 +79,8 @@ def test_latent_pipeline_writes_the_public_samples_format(tmp_path, tiny_config,
     tok = tiny_tokenizer_run(tiny_config, tmp_path, kind)
     cfg = GeneratorRunConfig(
         tokenizer=str(tok), data=DataConfig(spec="digits"),
-        generator=GeneratorConfig(family=family, transformer=TransformerConfig(
-            width=32, depth=2, heads=2, patch_size=2)),
+        generator=GeneratorConfig(family=family, network=(
+            ARConfig if family == "ar" else DiTConfig)(width=32, depth=2, heads=2)),
         train=TrainConfig(steps=30, batch_size=32, warmup=5, log_every=10, eval_every=0,
                           checkpoint_every=100))
     metrics = train_generator(cfg, tmp_path / "gen")
@@ -163,7 +162,7 @@ def test_autoregressive_prior_over_vq_tokens_covers_the_mixture(tmp_path, tiny_c
     tok_cfg = dataclasses.replace(tok_cfg, data=DataConfig(spec=MIXTURE))
     train_tokenizer(tok_cfg, tmp_path / "tok")
     cfg = dataclasses.replace(mixture_run("ar", steps=300, lr=1e-3), tokenizer=str(
-        tmp_path / "tok"), generator=GeneratorConfig(family="ar", transformer=TransformerConfig(
+        tmp_path / "tok"), generator=GeneratorConfig(family="ar", network=ARConfig(
             width=64, depth=2, heads=2)))
     train_generator(cfg, tmp_path / "gen")
     sample_to_file(tmp_path / "gen", 1600, tmp_path / "s.npz")

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from latentlab.data import load_dataset
-from latentlab.metrics.features import feature_network
+from latentlab.evaluation.features import feature_network
+from latentlab.evaluation.views import inception_fid, load_extractor
 from latentlab.metrics.generation import (
     class_accuracy,
     density_coverage,
@@ -19,7 +20,6 @@ from latentlab.metrics.generation import (
     precision_recall,
     view_metrics,
 )
-from latentlab.metrics.views import inception_fid, load_extractor
 
 
 @pytest.fixture(scope="module")

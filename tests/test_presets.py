@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from latentlab import config as C
-from latentlab.recipes.presets import TOKENIZER_PRESETS
+from latentlab.recipes.presets import TOKENIZER_PRESETS, preset_yaml
 from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 
 from .conftest import replace_train
@@ -16,10 +16,17 @@ from .conftest import replace_train
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
 
-def test_preset_files_match_the_registry():
-    """configs/*.yaml are the presets of the code, not a second copy that drifts."""
+def test_preset_files_match_the_registry_and_show_only_what_acts():
+    """configs/*.yaml are the presets of the code, not a second copy that drifts, and they hold
+    only the chosen kinds' settings (no other bottleneck's, architecture's or recipe's)."""
     for name, preset in TOKENIZER_PRESETS.items():
-        assert C.load(TokenizerRunConfig, ROOT / f"{name}.yaml") == preset, name
+        path = ROOT / f"{name}.yaml"
+        assert path.read_text() == preset_yaml(name), f"{name}: regenerate it with preset_yaml"
+        assert C.load(TokenizerRunConfig, path) == preset, name
+        assert len(path.read_text().splitlines()) <= 80, name
+        keys = {line.split(":")[0].strip() for line in path.read_text().splitlines()
+                if not line.lstrip().startswith("#")}
+        assert not keys & {"dae", "coupled", "discriminator", "in_channels", "conv", "mlp"}
 
 
 def test_every_dataset_has_every_bottleneck():

@@ -15,7 +15,6 @@ from latentlab.errors import ConfigError
 from latentlab.recipes.config import CoupledConfig, DAEConfig
 from latentlab.recipes.coupled import LatentCoupling, distort
 from latentlab.recipes.train import build_objective, train_tokenizer
-from latentlab.tokenizers.bottlenecks import BottleneckConfig
 from latentlab.tokenizers.bottlenecks.vq import VQConfig
 from latentlab.training import checkpoint
 from latentlab.training.checkpoint import step_name
@@ -119,7 +118,7 @@ def test_dae_stage_two_freezes_encoder_and_codebook_and_starts_a_new_decoder(tmp
     cfg = recipe_config("dae")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, latent_channels=4,
-        bottleneck=BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16))))
+        bottleneck=VQConfig(codebook_size=16)))
     run = tmp_path / "run"
     metrics = train_tokenizer(cfg, run)
     switch = metrics["dae_switch_step"]
@@ -186,7 +185,7 @@ def vq_coupled_objective(**coupled):
     cfg = dataclasses.replace(cfg, recipe="coupled", coupled=dataclasses.replace(
         COUPLED, ramp=1, **coupled), model=dataclasses.replace(
         cfg.model, latent_channels=4,
-        bottleneck=BottleneckConfig(kind="vq", vq=VQConfig(codebook_size=16))))
+        bottleneck=VQConfig(codebook_size=16)))
     torch.manual_seed(0)
     objective = build_objective(cfg, load_dataset("digits", "train"))
     with torch.no_grad():  # as if trained (zero-initialised layers pass no gradient)

@@ -17,7 +17,7 @@ from latentlab.training import checkpoint
 
 ARGS = ["--train.steps", "120", "--train.batch_size", "16", "--train.checkpoint_every", "10",
         "--train.log_every", "10", "--train.eval_every", "40", "--train.warmup", "5",
-        "--model.conv.channels", "8", "--train.ema", "0.9"]
+        "--model.arch.channels", "8", "--train.ema", "0.9"]
 
 
 def cli(out: Path, *extra: str) -> list[str]:

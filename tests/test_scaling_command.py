@@ -13,8 +13,9 @@ import torch
 from latentlab.cli import main
 from latentlab.data.latent_cache_writer import write_latent_cache
 from latentlab.generation.encode import cached_split
+from latentlab.nn import num_parameters
 from latentlab.recipes.scaling_run import FlatItems, heldout_loss, open_items
-from latentlab.recipes.tiny import num_parameters, tiny_generator, tiny_process
+from latentlab.recipes.tiny import tiny_generator, tiny_process
 from latentlab.recipes.train import train_tokenizer
 
 from .conftest import tiny_run_config

@@ -8,25 +8,28 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from latentlab import config as C
 from latentlab.errors import CheckpointError
-from latentlab.tokenizers.bottlenecks import BottleneckConfig
+from latentlab.tokenizers.bottlenecks import BottleneckConfig, FSQConfig
 from latentlab.tokenizers.conv import ConvConfig
 from latentlab.tokenizers.mlp import MLPConfig
 from latentlab.tokenizers.tokenizer import WEIGHTS, Tokenizer, TokenizerConfig
 
 KINDS = ["identity", "kl", "vq", "lfq", "fsq"]
+BOTTLENECK_CONFIGS = {C.kind_of(m): m for m in C.sections(BottleneckConfig)}
 
 
 def config(kind: str, arch: str = "conv") -> TokenizerConfig:
     channels = 3 if kind == "fsq" else 4
-    bottleneck = BottleneckConfig(kind=kind)
-    if kind == "fsq":
-        bottleneck = dataclasses.replace(bottleneck, fsq=dataclasses.replace(
-            bottleneck.fsq, levels=(5, 4, 3)))
-    return TokenizerConfig(arch=arch, in_channels=1 if arch == "conv" else 10,
-                           latent_channels=channels, bottleneck=bottleneck,
-                           conv=ConvConfig(channels=8, ch_mult=(1, 2)),
-                           mlp=MLPConfig(encoder_hidden=(16,), decoder_hidden=(16,)))
+    bottleneck = FSQConfig(levels=(5, 4, 3)) if kind == "fsq" else BOTTLENECK_CONFIGS[kind]()
+    net = (ConvConfig(channels=8, ch_mult=(1, 2)) if arch == "conv"
+           else MLPConfig(encoder_hidden=(16,), decoder_hidden=(16,)))
+    return TokenizerConfig(arch=net, latent_channels=channels, bottleneck=bottleneck)
+
+
+def tokenizer(kind: str, arch: str = "conv", cfg: TokenizerConfig | None = None) -> Tokenizer:
+    """A tokenizer of 1-channel images (conv) or 10-feature vectors (mlp)."""
+    return Tokenizer(cfg or config(kind, arch), 1 if arch == "conv" else 10)
 
 
 def images(n=6, size=8):
@@ -36,7 +39,7 @@ def images(n=6, size=8):
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, kind):
     torch.manual_seed(0)
-    model = Tokenizer(config(kind))
+    model = tokenizer(kind)
     model.train()
     model(images())  # let stateful bottlenecks (k-means init, running statistics) move
     model.eval()
@@ -54,7 +57,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, kind):
 @pytest.mark.parametrize("arch", ["conv", "mlp"])
 def test_shapes_and_indices_decode_like_codes(kind, arch):
     torch.manual_seed(0)
-    model = Tokenizer(config(kind, arch)).eval()
+    model = tokenizer(kind, arch).eval()
     x = images() if arch == "conv" else torch.randn(6, 10)
     out = model.encode(x)
     assert out.latent.shape == (6, *model.latent_shape(tuple(x.shape[1:])))
@@ -67,7 +70,7 @@ def test_shapes_and_indices_decode_like_codes(kind, arch):
 @pytest.mark.parametrize("kind", ["identity", "vq"])
 def test_tiled_decoding_equals_whole_batch(kind):
     torch.manual_seed(0)
-    model = Tokenizer(config(kind)).eval()
+    model = tokenizer(kind).eval()
     latent = model.encode(images(n=10)).latent
     whole = model.decode(latent)
     tiled = model.decode(latent, batch_size=3)
@@ -76,7 +79,7 @@ def test_tiled_decoding_equals_whole_batch(kind):
 
 def test_statistics_normalise_latents_to_unit_scale():
     torch.manual_seed(0)
-    model = Tokenizer(config("identity")).eval()
+    model = tokenizer("identity").eval()
     x = images(n=64)
     model.fit_statistics(x.split(16))
     z = model.normalize(model.encode(x).latent)
@@ -88,7 +91,7 @@ def test_statistics_normalise_latents_to_unit_scale():
 
 
 def test_load_refuses_another_architecture(tmp_path):
-    Tokenizer(config("kl")).save(tmp_path)
+    tokenizer("kl").save(tmp_path)
     wanted = dataclasses.replace(config("kl"), latent_channels=8)
     with pytest.raises(CheckpointError, match="latent_channels is 4 but 8 was requested"):
         Tokenizer.load(tmp_path, expect=wanted)
@@ -107,8 +110,9 @@ def test_load_refuses_another_architecture(tmp_path):
 
 
 def test_input_checks_name_the_field():
-    model = Tokenizer(dataclasses.replace(config("kl"), conv=ConvConfig(ch_mult=(1, 2, 2))))
-    with pytest.raises(ValueError, match="conv.ch_mult: downsampling factor 4 .* 10x10"):
+    cfg = dataclasses.replace(config("kl"), arch=ConvConfig(ch_mult=(1, 2, 2)))
+    model = tokenizer("kl", cfg=cfg)
+    with pytest.raises(ValueError, match="arch.ch_mult: downsampling factor 4 .* 10x10"):
         model.check_input((1, 10, 10))
     with pytest.raises(ValueError, match="in_channels: the model takes 1, the data has 3"):
         model.check_input((3, 8, 8))

@@ -25,7 +25,7 @@ def image_folder(root, n=40, corrupt=()):
 
 def train_args(data, out, *extra):
     return ["train-tokenizer", "--out", str(out), "--data.spec", f"folder:{data}",
-            "--train.steps", "6", "--train.batch_size", "16", "--model.conv.channels", "8",
+            "--train.steps", "6", "--train.batch_size", "16", "--model.arch.channels", "8",
             "--train.warmup", "0", "--train.log_every", "3", *extra]
 
 

@@ -6,6 +6,15 @@ A config is a (nested) dataclass. Each field is documented by the string literal
 the YAML that `dump_yaml` writes. Precedence: dataclass defaults < YAML file < `--a.b value`.
 Validation lives in each dataclass's `__post_init__`, which raises `ValueError("field: reason")`;
 `from_dict` re-raises it as a one-line `ConfigError` that names the full dotted field.
+
+Two shapes keep a config to what acts:
+    a tagged union   `bottleneck: KLConfig | VQConfig`, each member a dataclass whose first field
+                     is `kind: Literal["kl"] = "kl"`; the YAML section names its `kind` and holds
+                     only that member's settings. Setting another `kind` starts that member afresh.
+    an optional      `coupled: CoupledConfig | None = None`: a section that exists only when
+    section          another field turns it on (the owner's `__post_init__` fills or refuses it).
+A dataclass may define `upgrade(data) -> data` (a staticmethod) to read the layout of configs
+that older versions wrote.
 """
 
 from __future__ import annotations
@@ -52,6 +61,64 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def sections(tp: Any) -> tuple[type, ...]:
+    """The dataclasses a field of type `tp` can hold: (tp,) for a dataclass, the members of a
+    union (`A | B | None`), () for a plain value."""
+    if dataclasses.is_dataclass(tp):
+        return (tp,)
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return tuple(a for a in typing.get_args(tp) if dataclasses.is_dataclass(a))
+    return ()
+
+
+def kind_of(cls: type) -> str | None:
+    """The tag of a tagged-union member (the default of its `kind` field), else None."""
+    for f in dataclasses.fields(cls):
+        if f.name == "kind" and typing.get_origin(_hints(cls)["kind"]) is Literal:
+            return f.default
+    return None
+
+
+def _member(members: tuple[type, ...], kind: Any, name: str) -> type:
+    """The member of a tagged union whose tag is `kind`; ConfigError naming the choices."""
+    kinds = {kind_of(m): m for m in members}
+    if kind not in kinds:
+        raise ConfigError(f"{name}.kind must be {' | '.join(map(repr, kinds))}, got {kind!r}"
+                          + did_you_mean(kind, kinds))
+    return kinds[kind]
+
+
+def did_you_mean(word: Any, choices) -> str:
+    """' (did you mean X?)' when `word` is close to one of `choices`, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def switched(section: T | None, on: bool, default: type[T]) -> T | None:
+    """An optional section as its owner's switch leaves it: `section` (or `default()` when
+    absent) when `on`, else None. Settings of a section that is off are dropped (the command
+    line refuses options that do not act; see `unused_overrides`)."""
+    if not on:
+        return None
+    return default() if section is None else section
+
+
+def unused_overrides(cfg: Any, overrides: dict[str, Any]) -> list[str]:
+    """The dotted overrides that do not act in `cfg` (a section its switch turned off)."""
+    acting = {name for name, *_ in _leaves(type(cfg), cfg)}
+    return [k for k in overrides if k not in acting]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
@@ -69,10 +136,14 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Check `value` against the annotation `tp`, converting where it is lossless."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     fail = ConfigError(f"{name} must be {_type_name(tp)}, got {value!r}")
+    members = sections(tp)
+    if members and isinstance(value, dict):
+        if kind_of(members[0]) is None:
+            return from_dict(members[0], value, prefix=f"{name}.")
+        member = _member(members, value.get("kind"), name)  # a tagged union: kind picks
+        return from_dict(member, value, prefix=f"{name}.", union=members)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise fail
-        return from_dict(tp, value, prefix=f"{name}.")
+        raise fail
     if origin in (Union, types.UnionType):
         for arg in args:
             try:
@@ -120,26 +191,52 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} for {name}")
 
 
-def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build dataclass `cls` from a plain dict; unknown keys and bad values raise ConfigError."""
+def from_dict(cls: type[T], data: dict, prefix: str = "", union: tuple[type, ...] = ()) -> T:
+    """Build dataclass `cls` from a plain dict; unknown keys and bad values raise ConfigError.
+    `union`: the tagged union `cls` was picked from, to name the kind an unknown key belongs to.
+    """
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
+    if hasattr(cls, "upgrade"):
+        data = cls.upgrade(dict(data))
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown field '{prefix}{unknown[0]}' (known in this section: "
-                          f"{', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+        owners = [kind_of(m) for m in union if unknown[0] in {f.name for f in
+                                                              dataclasses.fields(m)}]
+        if owners:
+            raise ConfigError(f"{prefix}{unknown[0]}: a setting of kind {' or '.join(owners)}, "
+                              f"not of kind '{data['kind']}' (set {prefix}kind)")
+        raise ConfigError(f"unknown field '{prefix}{unknown[0]}'"
+                          + (did_you_mean(prefix + unknown[0], [prefix + f for f in fields]) or
+                             f" (known in this section: {', '.join(sorted(fields))})"))
+    kwargs = {}
+    for k, v in data.items():
+        default = _default(fields[k])
+        if isinstance(v, dict) and "kind" not in v and getattr(default, "kind", None):
+            v = {"kind": default.kind, **v}  # a section without a kind keeps the default's
+        kwargs[k] = _coerce(v, hints[k], f"{prefix}{k}")
     try:
         return cls(**kwargs)
     except ValueError as e:  # raised by __post_init__ as "field: reason"
         raise ConfigError(f"{prefix}{e}") from None
 
 
+def _acting(cfg: Any):
+    """(field, value) of a dataclass, without optional sections that are off (None)."""
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None and sections(hints[f.name]):
+            continue
+        yield f, value
+
+
 def to_dict(cfg: Any) -> dict:
-    """A dataclass as plain YAML-safe data (tuples become lists)."""
+    """A dataclass as plain YAML-safe data (tuples become lists; sections that are off left
+    out)."""
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {f.name: plain(value) for f, value in _acting(v)}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v
@@ -168,10 +265,12 @@ def first_difference(a: Any, b: Any, skip: tuple[str, ...] = ()) -> tuple[str, A
 
 
 def merge(base: dict, update: dict) -> dict:
-    """A new dict: `update` deep-merged into `base` (sections merge, values replace)."""
+    """A new dict: `update` deep-merged into `base` (sections merge, values replace; a section
+    whose `kind` changes is replaced whole, as its settings belong to the old kind)."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if (isinstance(value, dict) and isinstance(out.get(key), dict)
+                and value.get("kind", out[key].get("kind")) == out[key].get("kind")):
             out[key] = merge(out[key], value)
         else:
             out[key] = value
@@ -179,14 +278,25 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
-    """data['a']['b'] = value for key 'a.b', creating sections on the way."""
+    """data['a']['b'] = value for key 'a.b', creating sections on the way. Setting a section's
+    `kind` to another kind empties the section first (its settings belong to the old kind)."""
     *path, leaf = key.split(".")
     for part in path:
         node = data.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set '{key}': '{part}' is not a section")
         data = node
+    if leaf == "kind" and data.get("kind", value) != value:
+        data.clear()
     data[leaf] = value
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """`data` with dotted `overrides` set in it, kinds first (so that `--x.kind vq --x.size 8`
+    and `--x.size 8 --x.kind vq` mean the same)."""
+    for key in sorted(overrides, key=lambda k: not k.endswith(".kind")):
+        set_dotted(data, key, overrides[key])
+    return data
 
 
 def parse_value(text: str) -> Any:
@@ -218,44 +328,73 @@ def read_yaml(path: str | Path) -> dict:
 def load(cls: type[T], path: str | Path | None = None,
          overrides: dict[str, Any] | None = None) -> T:
     """Defaults < YAML file at `path` < dotted `overrides` ({'train.steps': 500})."""
-    data = read_yaml(path) if path else {}
-    for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
+    data = apply_overrides(read_yaml(path) if path else {}, overrides or {})
     try:
         return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
 
-def _leaves(cls: type, prefix: str = ""):
-    """(dotted name, type, default, doc) for every leaf field of a nested dataclass."""
+def _leaves(cls: type, cfg: Any = None, prefix: str = "", every: bool = False):
+    """(dotted name, type, value, doc) for every leaf field of a nested dataclass.
+
+    With `cfg` (an instance of `cls`) the values are its own and only what acts is listed: the
+    chosen member of each tagged union, no section that is off. With `every`, every member of
+    every union and every optional section, each name once (a union's `kind` first).
+    """
     hints, docs = _hints(cls), field_docs(cls)
     for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            yield from _leaves(tp, f"{prefix}{f.name}.")
+        if prefix and f.name == "kind" and kind_of(cls) is not None:
+            continue  # listed by the union that holds this member
+        tp, name = hints[f.name], f"{prefix}{f.name}"
+        value = getattr(cfg, f.name) if cfg is not None else _default(f)
+        members = sections(tp)
+        if not members:
+            yield name, tp, value, docs.get(f.name, "")
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
-        yield f"{prefix}{f.name}", tp, default, docs.get(f.name, "")
+        tagged = [m for m in members if kind_of(m) is not None]
+        if tagged:
+            kinds = tuple(kind_of(m) for m in tagged)
+            yield (f"{name}.kind", Literal[kinds], getattr(value, "kind", dataclasses.MISSING),
+                   docs.get(f.name, ""))
+        if every:
+            for m in members:
+                yield from _leaves(m, value if isinstance(value, m) else None, f"{name}.", True)
+        elif value is not None and value is not dataclasses.MISSING:
+            yield from _leaves(type(value), value, f"{name}.")
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--a.b VALUE` option per leaf field of `cls`, documented from its docstring."""
+    """One `--a.b VALUE` option per leaf field of `cls`, every kind's (so that any can be set),
+    documented from its docstring. `show_acting` then narrows the help to one config."""
     groups: dict[str, Any] = {}
-    for name, tp, default, doc in _leaves(cls):
-        section = name.split(".")[0] if "." in name else None
+    seen: set[str] = set()
+    for name, tp, default, doc in _leaves(cls, every=True):
+        if name in seen:
+            continue
+        seen.add(name)
+        section = name.rsplit(".", 1)[0] if "." in name else None
         target = parser if section is None else groups.setdefault(
             section, parser.add_argument_group(f"{section} options"))
-        shown = "required" if default is dataclasses.MISSING else f"default: {default!r}"
+        shown = "" if default is dataclasses.MISSING else f" (default: {default!r})"
         shown_type = _type_name(tp) if typing.get_origin(tp) is Literal else _type_name(tp).upper()
-        target.add_argument(f"--{name}", dest=f"cfg:{name}", metavar=shown_type,
-                            type=str if tp is str else parse_value,
-                            default=argparse.SUPPRESS, help=f"{doc} ({shown})")
+        action = target.add_argument(
+            f"--{name}", dest=f"cfg:{name}", metavar=shown_type, help=f"{doc}{shown}",
+            type=str if tp is str else parse_value, default=argparse.SUPPRESS)
+        action.doc = doc
+
+
+def show_acting(parser: argparse.ArgumentParser, cfg: Any) -> None:
+    """Narrow the help of the options `add_arguments` made to those that act in `cfg` (the chosen
+    kind of each union, no section that is off), with `cfg`'s values as their defaults; the
+    others stay accepted, but hidden."""
+    acting = {name: value for name, _, value, _ in _leaves(type(cfg), cfg)}
+    for action in parser._actions:
+        name = action.dest.removeprefix("cfg:")
+        if name == action.dest:
+            continue
+        action.help = (f"{action.doc} (default: {acting[name]!r})" if name in acting
+                       else argparse.SUPPRESS)
 
 
 def overrides_from(namespace: argparse.Namespace) -> dict[str, Any]:
@@ -263,15 +402,15 @@ def overrides_from(namespace: argparse.Namespace) -> dict[str, Any]:
     return {k[4:]: v for k, v in vars(namespace).items() if k.startswith("cfg:")}
 
 
-def dump_yaml(cfg: Any) -> str:
-    """The config as YAML with each field's documentation as a comment above it."""
+def dump_yaml(cfg: Any, comments: bool = True) -> str:
+    """The config as YAML, only what acts (see `to_dict`), with each field's documentation as a
+    comment above it; `comments=False` keeps one comment per top-level section."""
     lines: list[str] = []
 
     def emit(obj: Any, indent: str) -> None:
         docs = field_docs(type(obj))
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if f.name in docs:
+        for f, value in _acting(obj):
+            if f.name in docs and (comments or not indent):
                 lines.extend(f"{indent}# {line}" for line in textwrap.wrap(docs[f.name], 96))
             if dataclasses.is_dataclass(value):
                 lines.append(f"{indent}{f.name}:")

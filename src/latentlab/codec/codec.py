@@ -119,7 +119,7 @@ def _code_tokens(model: CodecModel, tiles: int, chunk: int,
     Returns:
         (T, N) int64, every token `step` returned.
     """
-    n = model.prior.cfg.seq_len
+    n = model.prior.seq_len
     done = []
     with prior_numerics():
         for start in range(0, tiles, chunk):

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from latentlab import config as C
-from latentlab.errors import CheckpointError, ConfigError, UserError
-from latentlab.generation.train import load_network
+from latentlab.errors import CheckpointError, UserError
+from latentlab.generation.generator import Generator
 from latentlab.generators.autoregressive import ARTransformer
 from latentlab.tokenizers.tokenizer import Tokenizer
 
@@ -51,26 +51,27 @@ class CodecModel:
     Args:
         tokenizer: a discrete convolutional tokenizer (vq, lfq, fsq).
         prior: an `ARTransformer` over its token indices.
-        grid: (h, w), the token grid the prior models (h * w = prior.cfg.seq_len).
+        grid: (h, w), the token grid the prior models (h * w = prior.seq_len).
     """
 
     def __init__(self, tokenizer: Tokenizer, prior: ARTransformer, grid: tuple[int, int]):
-        if not tokenizer.discrete or tokenizer.cfg.arch != "conv":
+        if not tokenizer.discrete or tokenizer.cfg.arch.kind != "conv":
             raise CheckpointError("tokenizer: the codec needs a discrete image tokenizer (conv "
-                                  f"arch, vq/lfq/fsq bottleneck), got {tokenizer.cfg.arch} with "
+                                  f"arch, vq/lfq/fsq bottleneck), got "
+                                  f"{tokenizer.cfg.arch.kind} with "
                                   f"{tokenizer.cfg.bottleneck.kind}")
-        if prior.cfg.vocab_size != tokenizer.bottleneck.codebook_size:
-            raise CheckpointError(f"prior: vocabulary of {prior.cfg.vocab_size} tokens, but the "
+        if prior.vocab_size != tokenizer.bottleneck.codebook_size:
+            raise CheckpointError(f"prior: vocabulary of {prior.vocab_size} tokens, but the "
                                   f"tokenizer has {tokenizer.bottleneck.codebook_size} codes")
-        if grid[0] * grid[1] != prior.cfg.seq_len:
-            raise CheckpointError(f"prior: {prior.cfg.seq_len} tokens per item, not a "
+        if grid[0] * grid[1] != prior.seq_len:
+            raise CheckpointError(f"prior: {prior.seq_len} tokens per item, not a "
                                   f"{grid[0]}x{grid[1]} grid")
         self.tokenizer = tokenizer.eval()
         self.prior = prior.to("cpu", torch.float32).eval()
         self.grid = (int(grid[0]), int(grid[1]))
-        self.channels = tokenizer.cfg.in_channels
+        self.channels = tokenizer.in_channels
         self.tile = (self.grid[0] * tokenizer.factor, self.grid[1] * tokenizer.factor)
-        self.vocab = prior.cfg.vocab_size
+        self.vocab = prior.vocab_size
         self.fingerprint = model_fingerprint(tokenizer, prior)
 
     @property
@@ -136,18 +137,17 @@ def read_manifest(run: str | Path) -> dict:
 def load_prior(run: str | Path) -> tuple[ARTransformer, tuple[int, int]]:
     """The autoregressive prior of a generator run and the (h, w) token grid it models.
 
-    Unlike `generation.sample.LoadedGenerator.load` this does not load the tokenizer the run
-    names: a codec run holds its own, and moving the run must not break it.
+    Like `Generator.load`, and unlike `generation.sample.LoadedGenerator.load`, this does not
+    load the tokenizer the run names: a codec run holds its own, and moving the run must not
+    break it.
     """
-    try:
-        cfg, what, model = load_network(run)
-    except ConfigError as e:
-        raise CheckpointError(f"{run}: not a generator run ({e})") from None
-    if cfg.generator.family != "ar" or what.kind != "indices" or len(what.shape) != 2:
+    generator = Generator.load(run)
+    what = generator.what
+    if generator.family != "ar" or what.kind != "indices" or len(what.shape) != 2:
         raise CheckpointError(f"{run}: the prior must be an autoregressive generator (family ar) "
-                              f"over 2-D token grids; this run is {cfg.generator.family} over "
+                              f"over 2-D token grids; this run is {generator.family} over "
                               f"{what.kind} of shape {tuple(what.shape)}")
-    return model.eval(), (int(what.shape[0]), int(what.shape[1]))
+    return generator.network.eval(), (int(what.shape[0]), int(what.shape[1]))
 
 
 def manifest_for(model: CodecModel, data: str) -> dict:

@@ -23,9 +23,10 @@ from latentlab.codec.model import MANIFEST, PRIOR_DIR, TOKENIZER_DIR, CodecModel
 from latentlab.data import load_dataset
 from latentlab.data.base import UNLABELLED, Batch, LatentlabDataset
 from latentlab.errors import ConfigError
-from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig, TransformerConfig
+from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig
 from latentlab.generation.encode import default_cache_path, encode_dataset, source_record
 from latentlab.generation.train import train_generator
+from latentlab.generators.autoregressive import ARConfig
 from latentlab.io import write_json
 from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
@@ -51,11 +52,18 @@ def _prior_train() -> TrainConfig:
 class PriorConfig:
     """The autoregressive prior of a codec (unconditional; it models the tokenizer's tokens)."""
 
-    transformer: TransformerConfig = field(
-        default_factory=lambda: TransformerConfig(width=128, depth=4, heads=4))
-    """The decoder-only transformer (patch_size is unused)."""
+    transformer: ARConfig = field(default_factory=ARConfig)
+    """The decoder-only transformer."""
     train: TrainConfig = field(default_factory=_prior_train)
     """The prior's training loop."""
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """Before 2026-12 the transformer had a patch_size, unused here."""
+        if isinstance(data.get("transformer"), dict):
+            data["transformer"] = {k: v for k, v in data["transformer"].items()
+                                   if k != "patch_size"}
+        return data
 
 
 @dataclass
@@ -73,9 +81,9 @@ class CodecRunConfig:
         if kind not in DISCRETE:
             raise ValueError(f"tokenizer.model.bottleneck.kind: the codec needs a discrete "
                              f"bottleneck ({', '.join(DISCRETE)}), got '{kind}'")
-        if self.tokenizer.model.arch != "conv":
+        if self.tokenizer.model.arch.kind != "conv":
             raise ValueError("tokenizer.model.arch: the codec codes images (conv), got "
-                             f"'{self.tokenizer.model.arch}'")
+                             f"'{self.tokenizer.model.arch.kind}'")
 
 
 class Unlabelled(LatentlabDataset):
@@ -121,7 +129,7 @@ def train_codec(cfg: CodecRunConfig, out: str | Path, mode: Mode = "new") -> dic
         log.info("codec: training the prior into %s", prior_run)
         prior_cfg = GeneratorRunConfig(
             tokenizer=str(tokenizer_run), data=copy.deepcopy(cfg.tokenizer.data),
-            generator=GeneratorConfig(family="ar", transformer=cfg.prior.transformer,
+            generator=GeneratorConfig(family="ar", network=cfg.prior.transformer,
                                       label_dropout=0.0),
             train=cfg.prior.train)
         try:
@@ -131,7 +139,7 @@ def train_codec(cfg: CodecRunConfig, out: str | Path, mode: Mode = "new") -> dic
             raise ConfigError(f"prior: {e}") from None
 
         model = CodecModel.load(tokenizer=tokenizer_run, prior=prior_run)
-        bits = prior_metrics["test"]["bits_per_token"] * model.prior.cfg.seq_len
+        bits = prior_metrics["test"]["bits_per_token"] * model.prior.seq_len
         metrics = {"tokenizer": tok_metrics["test"], "prior": prior_metrics["test"],
                    "fingerprint": model.fingerprint_hex,
                    "estimated_bits_per_tile": bits,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latentlab.commands.common import run_mode, run_options
 from latentlab.errors import UserError
 
 POLICY = ("Images of any size are coded as tiles of the tokenizer's training resolution: each "
@@ -38,12 +39,11 @@ def _load_model(args: argparse.Namespace):
 
 def cmd_train_codec(args: argparse.Namespace) -> int:
     from latentlab import config as C
-    from latentlab.cli import _mode
     from latentlab.codec.train import CodecRunConfig, PriorConfig, train_codec
     from latentlab.recipes.presets import TOKENIZER_PRESETS
     from latentlab.training.rundir import CONFIG
 
-    mode = _mode(args)
+    mode = run_mode(args)
     overrides = C.overrides_from(args)
     if args.config:
         cfg = C.load(CodecRunConfig, args.config, overrides)
@@ -55,9 +55,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     else:
         base = {"tokenizer": C.to_dict(TOKENIZER_PRESETS[args.preset]),
                 "prior": C.to_dict(PriorConfig())}
-        for key, value in overrides.items():
-            C.set_dotted(base, key, value)
-        cfg = C.from_dict(CodecRunConfig, base)
+        cfg = C.from_dict(CodecRunConfig, C.apply_overrides(base, overrides))
     metrics = train_codec(cfg, args.out, mode)
     tok = metrics["tokenizer"]
     print(f"codec {metrics['fingerprint']}: tokenizer PSNR {tok.get('psnr', float('nan')):.2f} "
@@ -113,7 +111,6 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from latentlab import config as C
-    from latentlab.cli import _run_options
     from latentlab.codec.train import CODEC_PRESETS, CodecRunConfig
 
     p = sub.add_parser(
@@ -124,7 +121,7 @@ def register(sub) -> None:
     p.add_argument("--config", help="YAML file of a CodecRunConfig (tokenizer: ..., prior: ...)")
     p.add_argument("--preset", default="digits-vq", choices=CODEC_PRESETS, metavar="NAME",
                    help=f"tokenizer preset: {', '.join(CODEC_PRESETS)} (default: digits-vq)")
-    _run_options(p)
+    run_options(p)
     C.add_arguments(p, CodecRunConfig)
     p.set_defaults(func=cmd_train_codec)
 

@@ -58,7 +58,7 @@ def summary(evaluation: dict) -> str:
 
 def check_extractor(path: str) -> None:
     """Fail before any work if the --inception file cannot be loaded."""
-    from latentlab.metrics.views import load_extractor
+    from latentlab.evaluation.views import load_extractor
 
     if not Path(path).is_file():
         raise UserError(f"--inception: {path}: no such file")

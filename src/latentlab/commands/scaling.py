@@ -12,7 +12,8 @@ import json
 import sys
 
 from latentlab import config as C
-from latentlab.cli import _mode, _run_options
+from latentlab.commands.common import run_mode as _mode
+from latentlab.commands.common import run_options as _run_options
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import json
 import sys
 
 from latentlab import config as C
-from latentlab.cli import _mode
+from latentlab.commands.common import run_mode
 from latentlab.errors import ConfigError
 
 
@@ -21,7 +21,7 @@ def cmd_toy_mixture(args: argparse.Namespace) -> int:
     from latentlab.study.toy_mixture import ToyConfig, run_toy
     from latentlab.training.skeleton import config_file
 
-    mode = _mode(args)
+    mode = run_mode(args)
     if mode != "new" and not args.out:
         raise ConfigError(f"--{mode}: needs --out (the study to {mode})")
     cfg = C.load(ToyConfig, config_file(args.config, args.out, mode), C.overrides_from(args))

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from latentlab import pixels
 from latentlab.errors import DataError
 
 UNLABELLED = -1
+EVAL_BATCH = 256  # items per batch of `eval_batches`
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,12 @@ class ArrayDataset(LatentlabDataset):
 
     def caption(self, i: int) -> str | None:
         return self.captions[i] if self.captions is not None else None
+
+
+def eval_batches(data: LatentlabDataset, device: torch.device | str,
+                 memory_format=torch.contiguous_format):
+    """The whole of `data` in order, in batches, on `device`."""
+    sampler = [list(range(i, min(i + EVAL_BATCH, len(data))))
+               for i in range(0, len(data), EVAL_BATCH)]
+    for batch in DataLoader(data, batch_sampler=sampler, collate_fn=collate):
+        yield batch.to(device, memory_format)

@@ -29,7 +29,7 @@ from einops import rearrange
 
 from latentlab import config as C
 from latentlab.data import load_dataset
-from latentlab.recipes.baseline import EVAL_BATCH
+from latentlab.data.base import EVAL_BATCH
 from latentlab.recipes.coupled import LatentCoupling, round_trip
 from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training import checkpoint
@@ -113,8 +113,7 @@ def sample_gap(big: torch.nn.Module, big_process, train: torch.Tensor, heldout: 
 def distortion_match(tokenizer_run: Path, generator_run: Path) -> dict | None:
     """`compare_distortions` for a coupled tokenizer run (its last checkpoint's tiny generators)
     and the big generator trained on its latent; None for a run without tiny generators."""
-    from latentlab.generation.models import build_process
-    from latentlab.generation.train import load_network
+    from latentlab.generation.generator import Generator
     from latentlab.recipes.train import TokenizerRunConfig, build_objective, build_tokenizer
 
     cfg = C.load(TokenizerRunConfig, tokenizer_run / "config.yaml")
@@ -132,8 +131,8 @@ def distortion_match(tokenizer_run: Path, generator_run: Path) -> dict | None:
     state = checkpoint.load(found).tensors
     objective.load_state_dict({k.removeprefix("model."): v for k, v in state.items()
                                if k.startswith("model.")}, strict=False)
-    gen_cfg, _, big = load_network(generator_run)
-    process = build_process(gen_cfg.generator)
+    generator = Generator.load(generator_run)
+    big, process = generator.network, generator.process
     tokenizer = Tokenizer.load(tokenizer_run / "tokenizer").eval()
 
     def latents(images: torch.Tensor) -> torch.Tensor:
@@ -144,5 +143,5 @@ def distortion_match(tokenizer_run: Path, generator_run: Path) -> dict | None:
     found = compare_distortions(objective.coupling.eval(), big, process, z, scale)
     train = data.__getitems__(list(range(len(data)))).x
     found["gap"] = sample_gap(big, process, tokenizer.normalize(latents(train)),
-                              tokenizer.normalize(z), scale, gen_cfg.generator.steps)
+                              tokenizer.normalize(z), scale, generator.cfg.generator.steps)
     return found

@@ -1,5 +1,5 @@
 """Evaluate a trained generator run: sample, decode, and score the samples against a reference
-set of real items in every view (`metrics.views`); for an autoregressive prior also the rate,
+set of real items in every view (`evaluation.views`); for an autoregressive prior also the rate,
 bits per dimension from its exact log-likelihood of the test tokens. Definitions in
 docs/metrics.md.
 
@@ -20,10 +20,11 @@ from einops import rearrange
 from latentlab import pixels
 from latentlab.data import load_dataset
 from latentlab.errors import UserError
+from latentlab.evaluation.views import dataset_views
 from latentlab.generation.encode import cached_split
-from latentlab.generation.sample import LoadedGenerator, sample_to_file
+from latentlab.generation.generator import Generator
+from latentlab.generation.sample import sample_to_file
 from latentlab.metrics.generation import generation_metrics
-from latentlab.metrics.views import dataset_views
 
 SAMPLES = "samples.npz"
 DEFAULT_N = 2000
@@ -105,7 +106,7 @@ def score_samples(spec: str, samples: str | os.PathLike, cache_dir: str | os.Pat
         raise UserError(f"{samples}: {len(fake)} items; scoring needs at least 4")
     train = real if split == "train" else real_items(spec, "train")[0]
     views, judges = dataset_views(spec, train, cache_dir, inception)
-    from latentlab.metrics.features import feature_network
+    from latentlab.evaluation.features import feature_network
 
     out = generation_metrics(views, real, fake, labels, feature_network(spec, cache_dir), seed)
     return out | judges | {"views": list(views), "reference": split, "samples": len(fake),
@@ -113,7 +114,7 @@ def score_samples(spec: str, samples: str | os.PathLike, cache_dir: str | os.Pat
 
 
 @torch.no_grad()
-def ar_rate(loaded: LoadedGenerator, spec: str, batch_size: int = 256) -> dict[str, float]:
+def ar_rate(generator: Generator, spec: str, batch_size: int = 256) -> dict[str, float]:
     """Rate of an autoregressive prior on the test split's tokens, from its exact likelihood.
 
     bits_per_token = -sum log2 p(tokens) / (items * T), and bits_per_dim the same total over
@@ -121,10 +122,10 @@ def ar_rate(loaded: LoadedGenerator, spec: str, batch_size: int = 256) -> dict[s
     class-conditional prior is scored by its marginal p(x) = (1/K) sum_k p(x | k) (labels are
     not sent), and also given the true label (`bits_per_dim_given_label`).
     """
-    tokens = cached_split(loaded.cfg.tokenizer, spec, "test")
+    tokens = cached_split(generator.cfg.tokenizer, spec, "test")
     batch = tokens.__getitems__(list(range(len(tokens))))
     x = rearrange(batch.x, "n ... -> n (...)")  # (N, T)
-    model, k = loaded.model, loaded.what.num_classes
+    model, k = generator.network, generator.what.num_classes
     device = next(model.parameters()).device
     x = x.to(device)
     dims = math.prod(load_dataset(spec, "test").shape)
@@ -177,17 +178,17 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
         (and bits_per_dim_given_label).
     """
     run = Path(run)
-    loaded = LoadedGenerator.load(run)
-    spec = loaded.cfg.data.spec
+    generator = Generator.load(run)
+    spec = generator.cfg.data.spec
     if samples is None:
         if n < 2:
             raise UserError(f"--n must be >= 2 to score samples, got {n}")
         samples = run / SAMPLES
         sample_to_file(run, n, samples, steps=steps, seed=seed)
-    out = {"kind": "generator", "family": loaded.cfg.generator.family, "data": spec,
+    out = {"kind": "generator", "family": generator.family, "data": spec,
            "seed": seed, "samples_file": str(samples)}
     out |= score_samples(spec, samples, cache_dir, inception, seed, reference)
     out |= heldout_figures(run)
-    if loaded.cfg.generator.family == "ar":
-        out |= ar_rate(loaded, spec)
+    if generator.family == "ar":
+        out |= ar_rate(generator, spec)
     return out

@@ -92,8 +92,8 @@ def token_probe(train: torch.Tensor, test: torch.Tensor, vocab_size: int, steps:
     tokens_test = rearrange(test, "n ... -> n (...)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ARTransformer(ARConfig(vocab_size=vocab_size, seq_len=tokens.shape[1],
-                                       width=AR_WIDTH, depth=AR_DEPTH, heads=AR_HEADS))
+        model = ARTransformer(ARConfig(width=AR_WIDTH, depth=AR_DEPTH, heads=AR_HEADS),
+                              vocab_size, tokens.shape[1])
     model = model.to(tokens.device)
     g = torch.Generator(tokens.device).manual_seed(seed)
 

@@ -22,7 +22,7 @@ import torch
 
 from latentlab import config as C
 from latentlab.data import load_dataset
-from latentlab.recipes.baseline import EVAL_BATCH
+from latentlab.data.base import EVAL_BATCH
 from latentlab.recipes.tiny import binned_losses
 from latentlab.tokenizers.tokenizer import Tokenizer
 
@@ -31,8 +31,7 @@ def verify_prediction(tokenizer_run: Path, generator_run: Path) -> dict | None:
     """Predicted vs actual held-out loss of the big generator per t-bin, the error, and the rho
     used against the rho implied; None for a run without a prediction (not a continuous coupled
     recipe)."""
-    from latentlab.generation.models import build_process
-    from latentlab.generation.train import load_network
+    from latentlab.generation.generator import Generator
     from latentlab.recipes.train import TokenizerRunConfig
 
     record = json.loads((tokenizer_run / "metrics.json").read_text())
@@ -40,9 +39,8 @@ def verify_prediction(tokenizer_run: Path, generator_run: Path) -> dict | None:
     if not predicted or not all(math.isfinite(v) for v in predicted):
         return None
     cfg = C.load(TokenizerRunConfig, tokenizer_run / "config.yaml")
-    gen_cfg, _, model = load_network(generator_run)
-    process = build_process(gen_cfg.generator)
-    if process is None:
+    generator = Generator.load(generator_run)
+    if generator.process is None:
         return None
     tokenizer = Tokenizer.load(tokenizer_run / "tokenizer").eval()
     test = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
@@ -50,7 +48,8 @@ def verify_prediction(tokenizer_run: Path, generator_run: Path) -> dict | None:
     with torch.no_grad():
         z = torch.cat([tokenizer.normalize(tokenizer.encode(x).latent)
                        for x in images.split(EVAL_BATCH)])  # (N, L, *S), as the cache holds
-    actual = binned_losses(process, model, z.float(), len(predicted)).tolist()
+    actual = binned_losses(generator.process, generator.network, z.float(),
+                           len(predicted)).tolist()
     tiny = record["heldout_tiny_losses"][-1]
     return {
         "predicted": predicted,

@@ -17,8 +17,9 @@ from latentlab import config as C
 from latentlab.data import load_dataset
 from latentlab.data.base import LatentlabDataset
 from latentlab.errors import UserError
+from latentlab.evaluation.features import FeatureNet, feature_network
 from latentlab.evaluation.probe import PROBE_STEPS, UNITS, predictability
-from latentlab.metrics.features import FeatureNet, feature_network
+from latentlab.evaluation.views import inception_fid
 from latentlab.metrics.generation import frechet_distance
 from latentlab.metrics.latent import (
     cosine_histogram,
@@ -26,7 +27,6 @@ from latentlab.metrics.latent import (
     lipschitz,
     nearest_neighbour_accuracy,
 )
-from latentlab.metrics.views import inception_fid
 from latentlab.recipes.baseline import evaluate_tokenizer
 from latentlab.recipes.train import TokenizerRunConfig
 from latentlab.tokenizers.tokenizer import Tokenizer
@@ -147,7 +147,7 @@ def evaluate_tokenizer_run(run: str | Path, cache_dir: str | os.PathLike | None 
 
     Args:
         run: a `train-tokenizer` run directory.
-        cache_dir: root of the feature-network cache (see `metrics.features.cache_root`).
+        cache_dir: root of the feature-network cache (see `evaluation.features.cache_root`).
         probe_steps: training steps of the predictability probe.
         seed: seed of the pair draws, subsets and the probe.
         inception: optional torch.export feature extractor (.pt2) for an Inception rFID.

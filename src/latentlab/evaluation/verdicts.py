@@ -17,7 +17,7 @@ exponential of the log interval.
 A verdict per metric: "better" or "worse" when the interval excludes no difference (1 for a
 ratio, 0 for a difference), in the metric's direction; "no significant difference" otherwise.
 A recipe generates better only when FD-infinity is significantly better in every view a
-verdict needs (`metrics.views.IMAGE_VIEWS`, those the data has), worse when it is
+verdict needs (`evaluation.views.IMAGE_VIEWS`, those the data has), worse when it is
 significantly worse in any; otherwise "views disagree" (some better, none worse) or "no
 significant difference" (none either way).
 """

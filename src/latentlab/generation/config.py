@@ -5,78 +5,75 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from latentlab.config import switched
 from latentlab.data.config import DataConfig
+from latentlab.generators.autoregressive import ARConfig
+from latentlab.generators.denoisers.dit import DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiserConfig
+from latentlab.generators.gan import GANConfig
 from latentlab.training.config import TrainConfig
 
 FAMILIES = ("flow", "ddpm", "vpsde", "ar", "gan")
 
 
 @dataclass
-class ProcessConfig:
+class FlowSettings:
+    kind: Literal["flow"] = "flow"
+    """Flow matching (rectified flow)."""
     time_sampling: Literal["uniform", "logit_normal"] = "uniform"
-    """flow: distribution of training times."""
+    """Distribution of training times."""
+
+
+@dataclass
+class DDPMSettings:
+    kind: Literal["ddpm"] = "ddpm"
+    """Discrete-time DDPM."""
     schedule: Literal["linear", "cosine"] = "linear"
-    """ddpm: noise schedule."""
+    """Noise schedule."""
     timesteps: int = 1000
-    """ddpm: number of diffusion steps T."""
-    beta_min: float = 0.1
-    """vpsde: beta(t) at t = 0."""
-    beta_max: float = 20.0
-    """vpsde: beta(t) at t = 1."""
+    """Number of diffusion steps T."""
 
     def __post_init__(self):
         if self.timesteps < 1:
             raise ValueError(f"timesteps: must be >= 1, got {self.timesteps}")
+
+
+@dataclass
+class VPSDESettings:
+    kind: Literal["vpsde"] = "vpsde"
+    """The variance-preserving SDE."""
+    beta_min: float = 0.1
+    """beta(t) at t = 0."""
+    beta_max: float = 20.0
+    """beta(t) at t = 1."""
+
+    def __post_init__(self):
         if not 0 < self.beta_min < self.beta_max:
             raise ValueError("beta_min, beta_max: need 0 < beta_min < beta_max")
 
 
-@dataclass
-class TransformerConfig:
-    width: int = 128
-    """Model width (DiT and autoregressive transformer)."""
-    depth: int = 4
-    """Number of blocks."""
-    heads: int = 4
-    """Attention heads."""
-    patch_size: int = 2
-    """DiT: patch size p over the (h, w) latent."""
-    mlp_ratio: float = 4.0
-    """Hidden width of each block's MLP, as a multiple of width."""
+ProcessConfig = FlowSettings | DDPMSettings | VPSDESettings
+"""The settings of a continuous process, a tagged union whose kind is the family."""
 
-    def __post_init__(self):
-        for name in ("width", "depth", "heads", "patch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.width % self.heads:
-            raise ValueError(f"heads: {self.heads} does not divide width {self.width}")
+NetworkConfig = DiTConfig | MLPDenoiserConfig | ARConfig | GANConfig
+"""A generator's network, a tagged union: dit or mlp (flow, ddpm, vpsde), ar, gan."""
 
-
-@dataclass
-class GANSettings:
-    noise_dim: int = 64
-    """Dimension of the generator's input noise."""
-    width: int = 128
-    """Base width of generator and discriminator."""
-    loss: Literal["hinge", "non_saturating"] = "hinge"
-    """Adversarial loss."""
+NETWORKS = {"flow": ("dit", "mlp"), "ddpm": ("dit", "mlp"), "vpsde": ("dit", "mlp"),
+            "ar": ("ar",), "gan": ("gan",)}
+"""family -> the network kinds that can serve it."""
 
 
 @dataclass
 class GeneratorConfig:
     family: Literal["flow", "ddpm", "vpsde", "ar", "gan"] = "flow"
     """flow matching, DDPM, VP-SDE (continuous data), ar (token indices), or gan."""
-    network: Literal["auto", "mlp", "dit"] = "auto"
-    """Denoiser of a continuous process: auto picks mlp for vectors and dit for images."""
-    mlp: MLPDenoiserConfig = field(default_factory=MLPDenoiserConfig)
-    """The MLP denoiser (vectors); num_classes is set from the data."""
-    transformer: TransformerConfig = field(default_factory=TransformerConfig)
-    """The DiT denoiser or the autoregressive transformer."""
-    process: ProcessConfig = field(default_factory=ProcessConfig)
-    """Settings of the continuous processes."""
-    gan: GANSettings = field(default_factory=GANSettings)
-    """Settings of the GAN family."""
+    network: NetworkConfig | None = None
+    """The network: dit ((C, h, w) latents) or mlp (vectors) for flow, ddpm and vpsde; ar; gan.
+    Not given: the family's, with its defaults (continuous families: mlp for vectors, dit for
+    images, picked from the data)."""
+    process: ProcessConfig | None = None
+    """Settings of the continuous process (kind = family; its defaults when not given; left
+    out for ar and gan)."""
     label_dropout: float = 0.1
     """Probability of replacing a label by the null class in training (classifier-free
     guidance); 0 for unconditional data."""
@@ -90,6 +87,45 @@ class GeneratorConfig:
             raise ValueError(f"label_dropout: must be in [0, 1), got {self.label_dropout}")
         if self.steps < 1:
             raise ValueError(f"steps: must be >= 1, got {self.steps}")
+        kinds = NETWORKS[self.family]
+        if self.network is None and len(kinds) == 1:
+            self.network = {"ar": ARConfig, "gan": GANConfig}[self.family]()
+        if self.network is not None and self.network.kind not in kinds:
+            raise ValueError(f"network.kind: '{self.network.kind}' cannot serve family "
+                             f"'{self.family}' (it takes {' or '.join(kinds)})")
+        continuous = self.family in ("flow", "ddpm", "vpsde")
+        settings = {"flow": FlowSettings, "ddpm": DDPMSettings, "vpsde": VPSDESettings}
+        self.process = switched(self.process, continuous, settings.get(self.family))
+        if self.process is not None and self.process.kind != self.family:
+            raise ValueError(f"process.kind: '{self.process.kind}' settings for family "
+                             f"'{self.family}'; set process.kind to {self.family} too")
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """The layout before tagged unions (to 2026-12): `network: auto | mlp | dit` beside
+        `mlp`, `transformer` and `gan` sections, and one `process` section for every family."""
+        if not isinstance(data.get("network", {}), str):
+            return data
+        family, network = data.get("family", "flow"), data.pop("network")
+        mlp, transformer, gan = (data.pop(k, {}) for k in ("mlp", "transformer", "gan"))
+        mlp.pop("num_classes", None)
+        if network == "auto":  # the data chose; settings left at their defaults did not matter
+            network = ("dit" if DiTConfig(**transformer) != DiTConfig() else
+                       "mlp" if MLPDenoiserConfig(**mlp) != MLPDenoiserConfig() else "auto")
+        chosen = {"ar": ("ar", transformer), "gan": ("gan", gan), "mlp": ("mlp", mlp),
+                  "dit": ("dit", transformer)}.get(family if family in ("ar", "gan")
+                                                   else network)
+        if chosen is not None:
+            kind, settings = chosen
+            if kind == "ar":
+                settings = {k: v for k, v in settings.items() if k != "patch_size"}
+            data["network"] = {"kind": kind, **settings}
+        process = data.pop("process", {})
+        keys = {"flow": ("time_sampling",), "ddpm": ("schedule", "timesteps"),
+                "vpsde": ("beta_min", "beta_max")}.get(family, ())
+        if keys:
+            data["process"] = {"kind": family, **{k: process[k] for k in keys if k in process}}
+        return data
 
 
 @dataclass

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 
 from latentlab.data import load_dataset
-from latentlab.data.base import LatentlabDataset
+from latentlab.data.base import LatentlabDataset, eval_batches
 from latentlab.data.latent_cache import LatentCache
 from latentlab.data.latent_cache_writer import write_latent_cache
-from latentlab.recipes.baseline import eval_batches
 from latentlab.tokenizers.tokenizer import Tokenizer, fingerprint
 
 

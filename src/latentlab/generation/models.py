@@ -11,10 +11,10 @@ from torch import nn
 from latentlab.errors import ConfigError
 from latentlab.generation.config import GeneratorConfig
 from latentlab.generators import PROCESSES, Process
-from latentlab.generators.autoregressive import ARConfig, ARTransformer
+from latentlab.generators.autoregressive import ARTransformer
 from latentlab.generators.denoisers.dit import DiT, DiTConfig
-from latentlab.generators.denoisers.mlp import MLPDenoiser
-from latentlab.generators.gan import GANConfig, GANDiscriminator, GANGenerator
+from latentlab.generators.denoisers.mlp import MLPDenoiser, MLPDenoiserConfig
+from latentlab.generators.gan import GANDiscriminator, GANGenerator
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,19 @@ class Modelled:
 
 def build_process(cfg: GeneratorConfig) -> Process | None:
     """The continuous process of a flow / ddpm / vpsde run (None for ar and gan)."""
-    p = cfg.process
-    if cfg.family == "flow":
-        return PROCESSES["flow"](time_sampling=p.time_sampling)
-    if cfg.family == "ddpm":
-        return PROCESSES["ddpm"](schedule=p.schedule, timesteps=p.timesteps)
-    if cfg.family == "vpsde":
-        return PROCESSES["vpsde"](beta_min=p.beta_min, beta_max=p.beta_max)
-    return None
+    if cfg.process is None:
+        return None
+    settings = {k: v for k, v in dataclasses.asdict(cfg.process).items() if k != "kind"}
+    return PROCESSES[cfg.family](**settings)
+
+
+def resolve_network(cfg: GeneratorConfig, what: Modelled) -> GeneratorConfig:
+    """`cfg` with its network chosen when it was left to the data: mlp for vectors, dit for
+    (C, h, w) latents (ar and gan have one network each)."""
+    if cfg.network is not None:
+        return cfg
+    network = MLPDenoiserConfig() if len(what.shape) == 1 else DiTConfig()
+    return dataclasses.replace(cfg, network=network)
 
 
 def build_models(cfg: GeneratorConfig, what: Modelled) -> dict[str, nn.Module]:
@@ -57,31 +62,21 @@ def build_models(cfg: GeneratorConfig, what: Modelled) -> dict[str, nn.Module]:
             else "continuous data (use generator.family ar for token indices)"
         raise ConfigError(f"generator.family: '{cfg.family}' models {need}; this data is "
                           f"{what.kind}")
-    t = cfg.transformer
-    if cfg.family == "ar":
-        ar = ARConfig(vocab_size=what.vocab_size, seq_len=max(1, math.prod(what.shape)),
-                      width=t.width, depth=t.depth, heads=t.heads, mlp_ratio=t.mlp_ratio,
-                      num_classes=what.num_classes)
-        return {"model": ARTransformer(ar)}
-    if cfg.family == "gan":
-        gan = GANConfig(noise_dim=cfg.gan.noise_dim, width=cfg.gan.width,
-                        num_classes=what.num_classes, loss=cfg.gan.loss)
-        return {"model": GANGenerator(gan, what.shape),
-                "discriminator": GANDiscriminator(gan, what.shape)}
-    network = cfg.network if cfg.network != "auto" else (
-        "mlp" if len(what.shape) == 1 else "dit")
-    if network == "mlp":
+    net, classes = resolve_network(cfg, what).network, what.num_classes
+    if net.kind == "ar":
+        return {"model": ARTransformer(net, what.vocab_size, max(1, math.prod(what.shape)),
+                                       classes)}
+    if net.kind == "gan":
+        return {"model": GANGenerator(net, what.shape, classes),
+                "discriminator": GANDiscriminator(net, what.shape, classes)}
+    if net.kind == "mlp":
         if len(what.shape) != 1:
             raise ConfigError(f"generator.network: mlp takes vectors, the data is {what.shape}")
-        mlp = dataclasses.replace(cfg.mlp, num_classes=what.num_classes)
-        return {"model": MLPDenoiser(what.shape[0], mlp)}
+        return {"model": MLPDenoiser(what.shape[0], net, classes)}
     if len(what.shape) != 3:
         raise ConfigError(f"generator.network: dit takes (C, h, w) data, got {what.shape}")
     c, h, _ = what.shape
     try:
-        dit = DiTConfig(input_size=h, in_channels=c, patch_size=t.patch_size, width=t.width,
-                        depth=t.depth, heads=t.heads, mlp_ratio=t.mlp_ratio,
-                        num_classes=what.num_classes)
+        return {"model": DiT(net, c, h, classes)}
     except ValueError as e:
-        raise ConfigError(f"generator.transformer.{e}") from None
-    return {"model": DiT(dit)}
+        raise ConfigError(f"generator.network.{e}") from None

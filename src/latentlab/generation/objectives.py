@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.data.base import Batch, LatentlabDataset
+from latentlab.data.base import Batch, LatentlabDataset, eval_batches
 from latentlab.generators.guidance import drop_labels
 from latentlab.generators.process import Process
 from latentlab.nn.gan_losses import discriminator_loss, generator_loss
-from latentlab.recipes.baseline import eval_batches
-from latentlab.training.objective import Objective
+from latentlab.training.objective import Objective, PhaseOutput
 
 EVAL_SEED = 0
 Render = Callable[[torch.Tensor], torch.Tensor]  # generated items -> images (B, C, H, W)
@@ -75,10 +74,10 @@ class ProcessObjective(GeneratorObjective):
         super().__init__(model, num_classes, label_dropout, render)
         self.process, self.preview_steps = process, preview_steps
 
-    def forward(self, phase: str, batch: Batch, step: int):
+    def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
         # noise and times come from the global RNG, which the loop seeds per (rank, step)
         out = self.process.loss(self.model, batch.x, self.train_cond(batch.y))
-        return out.loss, {"loss/gen": out.loss.detach()}
+        return PhaseOutput(out.loss, {"loss/gen": out.loss.detach()})
 
     @torch.no_grad()
     def evaluate(self, data: LatentlabDataset) -> dict[str, float]:
@@ -98,11 +97,11 @@ class ProcessObjective(GeneratorObjective):
 class ARObjective(GeneratorObjective):
     """Next-token cross-entropy of the autoregressive transformer over raster-order indices."""
 
-    def forward(self, phase: str, batch: Batch, step: int):
+    def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
         tokens = batch.x.reshape(len(batch.x), -1)  # (B, N)
         logits = self.model(tokens, self.train_cond(batch.y))  # (B, N, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
-        return loss, {"loss/nll": loss.detach()}
+        return PhaseOutput(loss, {"loss/nll": loss.detach()})
 
     @torch.no_grad()
     def evaluate(self, data: LatentlabDataset) -> dict[str, float]:
@@ -138,11 +137,11 @@ class GANObjective(GeneratorObjective):
         noise = torch.randn(len(batch.x), self.model.cfg.noise_dim, device=batch.x.device)
         return self.model(noise, self.eval_cond(batch.y))
 
-    def forward(self, phase: str, batch: Batch, step: int):
+    def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
         cond = self.eval_cond(batch.y)
         if phase == "generator":
             loss = generator_loss(self.discriminator(self.fake(batch), cond), self.loss_kind)
-            return loss, {"loss/g": loss.detach()}
+            return PhaseOutput(loss, {"loss/g": loss.detach()})
         with torch.no_grad():
             fake = self.fake(batch)
         # real and generated items in one call: the same normalisation statistics for both
@@ -150,7 +149,7 @@ class GANObjective(GeneratorObjective):
         logits = self.discriminator(torch.cat([batch.x, fake.to(batch.x.dtype)]), both_cond)
         real_logits, fake_logits = logits.chunk(2)
         loss = discriminator_loss(real_logits, fake_logits, self.loss_kind)
-        return loss, {"loss/d": loss.detach()}
+        return PhaseOutput(loss, {"loss/d": loss.detach()})
 
     def generate(self, n, cond, shape, generator):
         return self.model.sample(n, cond, generator=generator, device=generator.device)

@@ -18,70 +18,31 @@ import torch
 
 from latentlab import pixels
 from latentlab.errors import UserError
-from latentlab.generation.config import GeneratorRunConfig
-from latentlab.generation.models import Modelled, build_process
-from latentlab.generation.train import load_network
-from latentlab.generators.process import Process
+from latentlab.generation.generator import Generator
 from latentlab.io import atomic_path
 from latentlab.tokenizers.tokenizer import Tokenizer
 
 
 @dataclass
 class LoadedGenerator:
-    """A trained generator ready to sample: network, process (if any) and its tokenizer."""
+    """A trained generator ready to sample, with the tokenizer that decodes what it makes."""
 
-    cfg: GeneratorRunConfig
-    model: torch.nn.Module
-    process: Process | None
-    what: Modelled
+    generator: Generator
     tokenizer: Tokenizer | None
 
     @classmethod
     def load(cls, run: str | Path, device: str | torch.device = "cpu") -> LoadedGenerator:
-        cfg, what, model = load_network(run)
-        tokenizer = Tokenizer.load(cfg.tokenizer, map_location=device) if cfg.tokenizer else None
-        return cls(cfg, model.to(device), build_process(cfg.generator), what, tokenizer)
-
-    def check_request(self, labels: torch.Tensor | None, steps: int, guidance: float | None):
-        """One-line errors for requests this generator cannot serve."""
-        if steps < 1:
-            raise UserError(f"--steps must be >= 1, got {steps}")
-        if labels is not None:
-            if not self.what.num_classes:
-                raise UserError("--labels: this generator is unconditional")
-            bad = labels[(labels < 0) | (labels >= self.what.num_classes)]
-            if len(bad):
-                raise UserError(f"--labels: {int(bad[0])} is outside the trained classes "
-                                f"0..{self.what.num_classes - 1}")
-        if guidance is not None and not self.what.num_classes:
-            raise UserError("--cfg: classifier-free guidance needs a class-conditional "
-                            "generator; this one is unconditional")
-        if guidance is not None and self.cfg.generator.family == "gan":
-            raise UserError("--cfg: a GAN has no classifier-free guidance")
-
-    @torch.no_grad()
-    def generate(self, labels: torch.Tensor | None, n: int, steps: int, guidance: float | None,
-                 generator: torch.Generator, sampler: str = "") -> torch.Tensor:
-        """(n, *shape) generated items (normalised latents, indices, pixels or vectors)."""
-        device = next(self.model.parameters()).device
-        cond = labels.to(device) if labels is not None else None
-        family = self.cfg.generator.family
-        if family == "ar":
-            tokens = self.model.sample(n, cond, guidance=guidance, generator=generator)
-            return tokens.reshape(n, *self.what.shape)
-        if family == "gan":
-            return self.model.sample(n, cond, generator=generator, device=device)
-        options = {"sampler": sampler or self.cfg.generator.sampler or None}
-        return self.process.sample(self.model, (n, *self.what.shape), cond, steps=steps,
-                                   generator=generator, guidance=guidance, device=device,
-                                   **options)
+        generator = Generator.load(run, map_location=device)
+        tokenizer = (Tokenizer.load(generator.cfg.tokenizer, map_location=device)
+                     if generator.cfg.tokenizer else None)
+        return cls(generator, tokenizer)
 
     @torch.no_grad()
     def decode(self, items: torch.Tensor) -> torch.Tensor:
         """Generated items -> images in [-1, 1] (B, C, H, W), or vectors (B, D)."""
         if self.tokenizer is None:
             return items.float().clamp(-1, 1) if items.ndim == 4 else items.float()
-        latent = items if self.what.kind == "indices" else self.tokenizer.denormalize(
+        latent = items if self.generator.what.kind == "indices" else self.tokenizer.denormalize(
             items.float())
         return self.tokenizer.decode(latent, batch_size=256).float()
 
@@ -100,13 +61,14 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
     `layout` "adm" adds arr_0 (and arr_1 for labelled samples) for the ADM evaluation suite.
     """
     loaded = LoadedGenerator.load(run)
-    steps = steps if steps is not None else loaded.cfg.generator.steps
+    generator = loaded.generator
+    steps = steps if steps is not None else generator.cfg.generator.steps
     if labels:
         chosen = torch.tensor(labels, dtype=torch.int64)
         chosen = chosen.repeat((n + len(chosen) - 1) // len(chosen))[:n]
     else:
-        chosen = default_labels(n, loaded.what.num_classes)
-    loaded.check_request(chosen, steps, guidance)
+        chosen = default_labels(n, generator.what.num_classes)
+    generator.check_request(chosen, steps, guidance)
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
     g = torch.Generator().manual_seed(seed)
@@ -114,7 +76,9 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         cond = chosen[start:start + m] if chosen is not None else None
-        parts.append(loaded.decode(loaded.generate(cond, m, steps, guidance, g, sampler)).cpu())
+        items = generator.sample(m, cond, steps=steps, guidance=guidance, generator=g,
+                                 sampler=sampler)
+        parts.append(loaded.decode(items).cpu())
     samples = torch.cat(parts)
     saved_labels = (chosen if chosen is not None else torch.full((n,), -1)).numpy()
     arrays = ({"images": pixels.to_hwc_uint8(samples)} if samples.ndim == 4

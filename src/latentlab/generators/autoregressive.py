@@ -15,46 +15,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.nn.transformer import KV, MLP, SelfAttention, num_parameters
+from latentlab.nn import num_parameters
+from latentlab.nn.transformer import KV, MLP, SelfAttention
 
 
 @dataclass
 class ARConfig:
-    vocab_size: int
-    """V, the number of token indices (codebook size)."""
-    seq_len: int
-    """N, tokens per image (h * w of the token grid, raster order)."""
-    width: int = 256
+    kind: Literal["ar"] = "ar"
+    """A decoder-only transformer over token indices in raster order."""
+    width: int = 128
     """D, the token width. Plain config, so widths can form a geometric series."""
-    depth: int = 6
+    depth: int = 4
     """Transformer blocks."""
     heads: int = 4
     """Attention heads; must divide width."""
     mlp_ratio: float = 4.0
     """MLP hidden width = int(width * mlp_ratio)."""
-    num_classes: int = 0
-    """Classes of the conditioning labels; 0 = unconditional. The class table has num_classes + 1
-    entries, the last (index num_classes) being the null class of classifier-free guidance and
-    the start token of unconditional models."""
     dropout: float = 0.0
     """Dropout on embeddings, attention probabilities and residual branches (training only)."""
 
     def __post_init__(self):
-        for name in ("vocab_size", "seq_len", "width", "depth", "heads"):
+        for name in ("width", "depth", "heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.width % self.heads:
             raise ValueError(f"heads: must divide width {self.width}, got {self.heads}")
         if not self.mlp_ratio > 0:
             raise ValueError(f"mlp_ratio: must be > 0, got {self.mlp_ratio}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes: must be >= 0 (0 = unconditional), "
-                             f"got {self.num_classes}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
 
@@ -96,25 +89,37 @@ class ARTransformer(nn.Module):
     The head is untied from the token embedding and has a bias: the vocabulary is small, so tying
     saves little, and the bias holds the marginal token frequencies directly (the first thing an
     entropy coder needs).
+
+    Args:
+        cfg: the architecture.
+        vocab_size: V, the number of token indices (codebook size; from the data).
+        seq_len: N, tokens per image (h * w of the token grid, raster order; from the data).
+        num_classes: classes of the conditioning labels; 0 = unconditional. The class table has
+            num_classes + 1 entries, the last (index num_classes) being the null class of
+            classifier-free guidance and the start token of unconditional models.
     """
 
-    def __init__(self, cfg: ARConfig):
+    def __init__(self, cfg: ARConfig, vocab_size: int, seq_len: int, num_classes: int = 0):
         super().__init__()
-        self.cfg = cfg
-        self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.class_embed = nn.Embedding(cfg.num_classes + 1, cfg.width)
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.seq_len, cfg.width))  # (1, N, D)
+        if min(vocab_size, seq_len) < 1 or num_classes < 0:
+            raise ValueError(f"vocab_size, seq_len, num_classes: need >= 1, >= 1, >= 0, got "
+                             f"{vocab_size}, {seq_len}, {num_classes}")
+        self.cfg, self.vocab_size, self.seq_len = cfg, vocab_size, seq_len
+        self.num_classes = num_classes
+        self.token_embed = nn.Embedding(vocab_size, cfg.width)
+        self.class_embed = nn.Embedding(num_classes + 1, cfg.width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, cfg.width))  # (1, N, D)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)
-        self.head = nn.Linear(cfg.width, cfg.vocab_size)
+        self.head = nn.Linear(cfg.width, vocab_size)
         self.initialize_weights()
 
     @property
     def null_class(self) -> int | None:
         """Label index of "no class" for classifier-free guidance; None if unconditional (the
         start token is then the class table's one entry, used whenever cond is None)."""
-        return self.cfg.num_classes if self.cfg.num_classes else None
+        return self.num_classes if self.num_classes else None
 
     @property
     def num_parameters(self) -> int:
@@ -140,8 +145,8 @@ class ARTransformer(nn.Module):
                     device: torch.device) -> torch.Tensor:
         """Labels (B,) int64 with None replaced by the null class."""
         if cond is None:
-            return torch.full((batch,), self.cfg.num_classes, dtype=torch.long, device=device)
-        if self.cfg.num_classes == 0:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        if self.num_classes == 0:
             raise ValueError("cond: the model is unconditional (num_classes=0), pass None")
         assert cond.shape == (batch,), f"cond must be ({batch},), got {tuple(cond.shape)}"
         return cond
@@ -175,8 +180,8 @@ class ARTransformer(nn.Module):
         Returns:
             (B, T, V) logits; logits[:, i] predicts token i from the class token and tokens < i.
         """
-        assert indices.dim() == 2 and 1 <= indices.shape[1] <= self.cfg.seq_len, (
-            f"indices must be (B, T) with 1 <= T <= {self.cfg.seq_len}, "
+        assert indices.dim() == 2 and 1 <= indices.shape[1] <= self.seq_len, (
+            f"indices must be (B, T) with 1 <= T <= {self.seq_len}, "
             f"got {tuple(indices.shape)}")
         cond = self._check_cond(cond, indices.shape[0], indices.device)
         x = self._embed(indices[:, :-1], cond, start=0)  # (B, T, D): class token, tokens < T-1
@@ -222,16 +227,16 @@ class ARTransformer(nn.Module):
             Logits (B, V) float32 of token i, and the cache of positions 0..i.
         """
         b, i = prefix.shape
-        if i >= self.cfg.seq_len:
+        if i >= self.seq_len:
             raise ValueError(f"prefix: {i} tokens decoded, the sequence has only "
-                             f"{self.cfg.seq_len}")
+                             f"{self.seq_len}")
         if guidance is not None and cond is None:
             raise ValueError(f"guidance: classifier-free guidance (scale {guidance}) needs "
                              "class labels, got cond=None")
         cond = self._check_cond(cond, b, prefix.device)
         if guidance is not None:  # one batched pass: conditional rows, then unconditional ones
             prefix = torch.cat([prefix, prefix])
-            cond = torch.cat([cond, torch.full_like(cond, self.cfg.num_classes)])
+            cond = torch.cat([cond, torch.full_like(cond, self.num_classes)])
         done = 0 if cache is None else cache.length
         if not 0 <= done <= i + 1:
             raise ValueError(f"cache: holds {done} positions, more than the {i + 1} of a "
@@ -279,8 +284,8 @@ class ARTransformer(nn.Module):
         """
         if temperature < 0:
             raise ValueError(f"temperature: must be >= 0, got {temperature}")
-        if top_k is not None and not 1 <= top_k <= self.cfg.vocab_size:
-            raise ValueError(f"top_k: must be in [1, {self.cfg.vocab_size}], got {top_k}")
+        if top_k is not None and not 1 <= top_k <= self.vocab_size:
+            raise ValueError(f"top_k: must be in [1, {self.vocab_size}], got {top_k}")
         if top_p is not None and not 0 < top_p <= 1:
             raise ValueError(f"top_p: must be in (0, 1], got {top_p}")
         if guidance is not None and cond is None:
@@ -289,7 +294,7 @@ class ARTransformer(nn.Module):
         device = cond.device if cond is not None else self.pos_embed.device
         tokens = torch.empty(n, 0, dtype=torch.long, device=device)  # (n, i)
         cache = None
-        for _ in range(self.cfg.seq_len):
+        for _ in range(self.seq_len):
             logits, cache = self.next_token_logits(tokens, cond, cache if use_cache else None,
                                                    guidance)  # (n, V) fp32
             nxt = pick_token(logits, temperature, top_k, top_p, generator)  # (n,)

@@ -109,8 +109,10 @@ class DDPM(EpsilonProcess):
         return (t.double() * self.timesteps).round().long().clamp(0, self.timesteps)
 
     def t_of(self, k: int, x: Tensor) -> Tensor:
-        """(B,) time k / T for the batch of x, on x's device and dtype."""
-        return torch.full((x.shape[0],), k / self.timesteps, device=x.device, dtype=x.dtype)
+        """(B,) time k / T for the batch of x, on x's device and dtype, at least float32 (as
+        `time.time_grid`)."""
+        return torch.full((x.shape[0],), k / self.timesteps, device=x.device,
+                          dtype=torch.promote_types(x.dtype, torch.float32))
 
     def timestep_sequence(self, steps: int) -> list[int]:
         """S + 1 evenly spaced steps from T down to 0 (both included) for a sampler of S steps."""

@@ -35,9 +35,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from latentlab.nn import num_parameters
 from latentlab.nn.blocks import group_norm
 from latentlab.nn.gan_losses import GAN_LOSSES
-from latentlab.nn.transformer import num_parameters
 
 MIN_SIZE, MAX_SIZE = 4, 32
 """Image / latent side lengths the conv stacks support (powers of two in between)."""
@@ -45,13 +45,13 @@ MIN_SIZE, MAX_SIZE = 4, 32
 
 @dataclass
 class GANConfig:
+    kind: Literal["gan"] = "gan"
+    """A generator and a discriminator, MLPs for vectors, conv stacks for maps."""
     noise_dim: int = 64
     """Z, the width of the generator's input noise z ~ N(0, I)."""
     width: int = 128
     """Hidden width of the vector MLPs; for maps, the channels at full resolution (generator)
     and of the first conv (discriminator), doubling per halving of the resolution."""
-    num_classes: int = 0
-    """Number of classes; 0 for an unconditional GAN. Labels are int64 in [0, num_classes)."""
     loss: Literal["hinge", "non_saturating"] = "hinge"
     """The (discriminator, generator) loss pair of `latentlab.nn.gan_losses.GAN_LOSSES`."""
     depth: int = 3
@@ -64,8 +64,6 @@ class GANConfig:
         for name in ("noise_dim", "width", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes: must be >= 0, got {self.num_classes}")
         if self.loss not in GAN_LOSSES:
             raise ValueError(f"loss: must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}")
 
@@ -124,11 +122,11 @@ class GANGenerator(nn.Module):
     The label embedding (width Z) is concatenated to the noise.
     """
 
-    def __init__(self, cfg: GANConfig, shape: tuple[int, ...]):
+    def __init__(self, cfg: GANConfig, shape: tuple[int, ...], num_classes: int = 0):
         super().__init__()
-        self.cfg, self.shape = cfg, _check_shape(shape)
-        self.classes = nn.Embedding(cfg.num_classes, cfg.noise_dim) if cfg.num_classes else None
-        z_in = cfg.noise_dim * (2 if cfg.num_classes else 1)
+        self.cfg, self.shape, self.num_classes = cfg, _check_shape(shape), num_classes
+        self.classes = nn.Embedding(num_classes, cfg.noise_dim) if num_classes else None
+        z_in = cfg.noise_dim * (2 if num_classes else 1)
         if len(self.shape) == 1:
             layers: list[nn.Module] = []
             for i in range(cfg.depth):
@@ -160,7 +158,7 @@ class GANGenerator(nn.Module):
         """noise (B, Z), cond (B,) int64 or None -> samples (B, *shape)."""
         assert noise.ndim == 2 and noise.shape[1] == self.cfg.noise_dim, (
             f"noise must be (B, {self.cfg.noise_dim}), got {tuple(noise.shape)}")
-        _check_cond(cond, self.cfg.num_classes, noise.shape[0])
+        _check_cond(cond, self.num_classes, noise.shape[0])
         z = noise
         if self.classes is not None:
             z = torch.cat([noise, self.classes(cond).to(noise.dtype)], dim=1)  # (B, 2Z)
@@ -194,9 +192,9 @@ class GANDiscriminator(nn.Module):
     Logit = linear(phi(x)) + <embed(y), phi(x)> when class-conditional.
     """
 
-    def __init__(self, cfg: GANConfig, shape: tuple[int, ...]):
+    def __init__(self, cfg: GANConfig, shape: tuple[int, ...], num_classes: int = 0):
         super().__init__()
-        self.cfg, self.shape = cfg, _check_shape(shape)
+        self.cfg, self.shape, self.num_classes = cfg, _check_shape(shape), num_classes
         if len(self.shape) == 1:
             layers: list[nn.Module] = []
             for i in range(cfg.depth):
@@ -215,7 +213,7 @@ class GANDiscriminator(nn.Module):
             features = chans[-1]
         self.net = nn.Sequential(*layers)
         self.logit = nn.Linear(features, 1)
-        self.classes = nn.Embedding(cfg.num_classes, features) if cfg.num_classes else None
+        self.classes = nn.Embedding(num_classes, features) if num_classes else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -235,7 +233,7 @@ class GANDiscriminator(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """x (B, *shape), cond (B,) int64 or None -> logits (B,)."""
-        _check_cond(cond, self.cfg.num_classes, x.shape[0])
+        _check_cond(cond, self.num_classes, x.shape[0])
         phi = self.features(x)  # (B, F)
         logits = self.logit(phi).squeeze(1)  # (B,)
         if self.classes is not None:

@@ -10,13 +10,10 @@ Legend: B batch, D any trailing data dims.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # process.py imports this module
-    from latentlab.generators.process import Denoiser
+from latentlab.generators.denoisers import Denoiser
 
 
 def guided(denoiser: Denoiser, scale: float, null_class: int) -> Denoiser:

@@ -13,29 +13,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
+from latentlab.generators.denoisers import Denoiser
 from latentlab.generators.guidance import guided
-
-
-class Denoiser(Protocol):
-    """The network interface every process trains and samples.
-
-    Args:
-        x_t: (B, *D) noisy input.
-        t: (B,) float times in [0, 1] (t = 0 data, t = 1 noise).
-        cond: (B,) int64 class labels, or None for an unconditional call.
-
-    Returns:
-        (B, *D) prediction: the velocity for flow matching, eps for DDPM and the VP-SDE.
-    """
-
-    def __call__(self, x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor: ...
-
 
 Model = Callable[[Tensor, Tensor], Tensor]
 """What a sampler calls: the denoiser with labels and guidance bound, (x_t, t (B,)) -> pred."""

@@ -56,8 +56,11 @@ def time_grid(
     """Evenly spaced solver grid from `start` to `end` (noise to data by default).
 
     Returns:
-        (S + 1,) times, both end points included.
+        (S + 1,) times, both end points included, in `dtype` but at least float32: in bfloat16
+        a time near 1 is rounded to steps of 1/256, four units of the time embedding's scale
+        (`nn.embeddings.TIME_SCALE`).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return torch.linspace(start, end, steps + 1, device=device, dtype=dtype)
+    return torch.linspace(start, end, steps + 1, device=device,
+                          dtype=torch.promote_types(dtype, torch.float32))

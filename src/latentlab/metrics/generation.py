@@ -1,5 +1,5 @@
 """Sample-quality metrics between two feature sets (the features come from a view,
-`metrics.views`).
+`evaluation.views`).
 
 - Fréchet distance (Heusel et al. 2017): the distance between Gaussians fitted to two feature
   sets, ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2).
@@ -25,10 +25,9 @@ Legend: N, M set sizes, F feature width, B batch, C channels, H height, W width.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
-
-from latentlab.metrics.features import FeatureNet
 
 PR_K = 3  # neighbours of the precision/recall manifolds (Kynkäänniemi et al. use k = 3)
 DC_K = 5  # neighbours of the density/coverage balls (Naeem et al. recommend k = 5)
@@ -172,7 +171,19 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = DC_K
     return float(inside.sum() / (k * len(fake))), float(inside.any(0).double().mean())
 
 
-def class_accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor) -> float:
+class Classifier(Protocol):
+    """What class accuracy needs of a judge (the domain classifier,
+    `evaluation.features.FeatureNet`)."""
+
+    task: str
+    """"classes" when it predicts the dataset's classes."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Items (N, ...) -> predicted classes (N,) int64."""
+        ...
+
+
+def class_accuracy(net: Classifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of items (N, ...) the classifier assigns to their label (N,)."""
     assert len(images) == len(labels), f"{len(images)} items but {len(labels)} labels"
     return float((net.predict(images) == labels.cpu()).double().mean())
@@ -208,12 +219,12 @@ def view_metrics(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict[
 
 def generation_metrics(views: dict[str, Embed], real_items: torch.Tensor,
                        fake_items: torch.Tensor, fake_labels: torch.Tensor | None = None,
-                       judge: FeatureNet | None = None, seed: int = 0) -> dict[str, float]:
+                       judge: Classifier | None = None, seed: int = 0) -> dict[str, float]:
     """`view_metrics` in every view, as 'NAME/VIEW' (fd/pixels, fd_inf/ssl, ...), and the
     class_accuracy of labelled samples when `judge` is a classifier of the classes.
 
     Args:
-        views: {view name: embedding function} (see `metrics.views`).
+        views: {view name: embedding function} (see `evaluation.views`).
         real_items: (N, C, H, W) in [-1, 1] (or (N, D) vectors), the reference set.
         fake_items: (M, ...) samples of the same shape.
         fake_labels: (M,) classes the samples were drawn for; None (or all -1) for

@@ -101,9 +101,3 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
-
-
-def num_parameters(module: nn.Module) -> int:
-    """Trainable parameters of `module` (buffers such as fixed positional embeddings excluded);
-    the N of the scaling-law fits."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

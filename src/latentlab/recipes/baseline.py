@@ -6,23 +6,21 @@ Legend: B batch, C channels, H height, W width.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from latentlab.data.base import LatentlabDataset, collate
+from latentlab.config import switched
+from latentlab.data.base import LatentlabDataset, eval_batches
 from latentlab.metrics.reconstruction import reconstruction_metrics
 from latentlab.tokenizers.bottlenecks.usage import code_histogram, perplexity
 from latentlab.tokenizers.discriminator import (
     DiscriminatorConfig,
 )
 from latentlab.tokenizers.tokenizer import Tokenizer
-
-EVAL_BATCH = 256
 
 
 @dataclass
@@ -31,23 +29,18 @@ class LossConfig:
     """Pixel reconstruction loss."""
     gan: bool = False
     """Add a PatchGAN adversarial loss (VQGAN); its settings are under `discriminator`."""
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    """The discriminator and how its loss is weighed (used when gan is true)."""
+    discriminator: DiscriminatorConfig | None = None
+    """The discriminator and how its loss is weighed: only when gan is true (its defaults when
+    not given)."""
+
+    def __post_init__(self):
+        self.discriminator = switched(self.discriminator, self.gan, DiscriminatorConfig)
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
     """Mean L1 or L2 distance, computed in fp32 whatever the autocast dtype."""
     x_hat = x_hat.float()
     return F.l1_loss(x_hat, x) if kind == "l1" else F.mse_loss(x_hat, x)
-
-
-def eval_batches(data: LatentlabDataset, device: torch.device | str,
-                 memory_format=torch.contiguous_format):
-    """The whole of `data` in order, in batches, on `device`."""
-    sampler = [list(range(i, min(i + EVAL_BATCH, len(data))))
-               for i in range(0, len(data), EVAL_BATCH)]
-    for batch in DataLoader(data, batch_sampler=sampler, collate_fn=collate):
-        yield batch.to(device, memory_format)
 
 
 @torch.no_grad()

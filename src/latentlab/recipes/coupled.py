@@ -47,12 +47,12 @@ from torch import nn
 
 from latentlab.generators.process import per_batch
 from latentlab.generators.samplers import euler
+from latentlab.nn import num_parameters
 from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.scaling import PowerLaw, rho_squared
 from latentlab.recipes.tiny import (
     BigGenerator,
     binned_losses,
-    num_parameters,
     tiny_generator,
     tiny_process,
 )
@@ -69,13 +69,17 @@ log = logging.getLogger("latentlab")
 
 @dataclass(frozen=True)
 class Coupled:
-    """`Coupling.couple`'s result: what the decoder decodes, the regularizer, figures to log."""
+    """`Coupling.couple`'s result: what the decoder decodes, the regularizer, figures to log,
+    and what the tiny generators train on."""
 
     latent: torch.Tensor
     """(B, L, *S) the latent for the decoder (distorted rows first, then clean ones)."""
     loss: torch.Tensor
     """() lambda * L_pred, already weighted (0 when off)."""
     logs: dict[str, torch.Tensor]
+    tiny_input: torch.Tensor
+    """Detached: what the tiny phases of this step train on (`Coupling.tiny_loss`), the
+    standardised latent (B, L, *S) or the tokens (B, N)."""
 
 
 def distort(z: torch.Tensor, z_tiny: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
@@ -93,10 +97,11 @@ def ramp(step: int, cfg: CoupledConfig) -> float:
 
 class Coupling(nn.Module):
     """What every coupling shares: K tiny generators each trained in its own optimizer phase
-    on the latents the autoencoder phase stored this step, a `LossTracker` of their losses, and
-    a scaling fit every `fit_every` steps. Subclasses say how to score a tiny generator
-    (`tiny_terms`), how to couple the latent (`couple`) and what a fit sets (`apply_fits`).
-    Everything that must survive a resume is a buffer.
+    on the latents `couple` gave the autoencoder phase to hand on, a `LossTracker` of their
+    losses, and a scaling fit every `fit_every` steps. Subclasses say how to score a tiny
+    generator (`tiny_terms`), how to couple the latent (`couple`) and what a fit sets
+    (`apply_fits`). Everything that must survive a resume is a buffer; nothing else is kept
+    between calls but the fit records.
     """
 
     def __init__(self, cfg: CoupledConfig, tiny: list[nn.Module], series: list[str],
@@ -108,8 +113,6 @@ class Coupling(nn.Module):
         self.tracker = LossTracker(self.sizes, series, cfg.loss_ema, history)
         self.phases = tuple(f"tiny_{w}" for w in cfg.widths)
         self.register_buffer("var_min", torch.ones(()))
-        self._stored: list = []
-        self._step, self._reads = -1, [0] * len(self.tiny)
 
     def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
         raise NotImplementedError
@@ -118,7 +121,8 @@ class Coupling(nn.Module):
         """Whether `observe` wants held-out latents at this step (continuous latents only)."""
         return False
 
-    def tiny_terms(self, k: int, stored) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def tiny_terms(self, k: int, tiny_input: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss to train tiny generator k on, per-item values (B,), their series (B,))."""
         raise NotImplementedError
 
@@ -129,27 +133,22 @@ class Coupling(nn.Module):
         """Final figures for metrics.json (rho and the like)."""
         raise NotImplementedError
 
-    def store(self, step: int, stored) -> None:
-        """Keep what the tiny phases of this step train on (one entry per micro-batch)."""
-        self.begin_step(step)
-        self._stored.append(stored)
-
-    def tiny_loss(self, k: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss of tiny generator k on the next stored latent of this step."""
-        stored = self._stored[self._reads[k] % len(self._stored)]
-        self._reads[k] += 1
-        loss, values, series = self.tiny_terms(k, stored)
+    def tiny_loss(self, k: int, tiny_input: torch.Tensor
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss of tiny generator k on `tiny_input` (`Coupled.tiny_input` of this
+        step's micro-batch, handed on by the autoencoder phase); its per-item values go to
+        the tracker."""
+        loss, values, series = self.tiny_terms(k, tiny_input)
         self.tracker.add(k, series, values.detach())
         return loss, {f"tiny/loss_{self.cfg.widths[k]}": loss.detach()}
 
     def begin_step(self, step: int) -> None:
-        """On the first call of a step: fold the last step's losses into the averages, and
-        refit the scaling law every `fit_every` steps."""
-        if step == self._step:
-            return
-        self._step, self._stored, self._reads = step, [], [0] * len(self.tiny)
+        """Before coupling a latent: fold the losses the tiny phases left pending last step
+        into the averages (after a step's first micro-batch nothing is pending: the tiny phases
+        run after the autoencoder phase), and refit the scaling law every `fit_every` steps,
+        once per step."""
         self.tracker.fold()
-        if step > 0 and step % self.cfg.fit_every == 0:
+        if step > 0 and step % self.cfg.fit_every == 0 and self.tracker.last_fit != step:
             self.apply_fits(self.tracker.refit(step, self.n_big, self.s_big))
             if float(self.var_min) < self.cfg.min_variance:
                 log.warning("step %d: a latent channel's variance is %.2g, below coupled."
@@ -185,7 +184,8 @@ class LatentCoupling(Coupling):
         if cfg.tiny == "dit" and dit is None:
             raise ValueError("tiny: dit builds the big generator in miniature, but the big "
                              "generator is not a DiT (name its config in coupled.big_generator)")
-        tiny = [tiny_generator(latent_shape, w, cfg.depth, dit=dit) for w in cfg.widths]
+        tiny = [tiny_generator(latent_shape, w, cfg.depth, dit=dit, num_classes=big.num_classes)
+                for w in cfg.widths]
         super().__init__(cfg, tiny, [f"t{b}" for b in range(cfg.t_bins)], big.parameters,
                          big.samples, cfg.fit_history)
         self.steps, self.batch = steps, batch
@@ -205,7 +205,7 @@ class LatentCoupling(Coupling):
         """
         z = out.latent
         n, std = self.standardize(z, frozen)  # (B, L, *S) each
-        self.store(step, n.detach())
+        self.begin_step(step)
         logs = self.latent_logs(z)
         weight = self.weight(step, frozen)
         loss = n.new_zeros(())
@@ -221,7 +221,7 @@ class LatentCoupling(Coupling):
         logs |= self.tracker.logs() | {"coupled/rho": self.rho.mean(),
                                        "coupled/anneal": torch.tensor(self.anneal(step))}
         logs |= {f"coupled/rho_t{b}": r for b, r in enumerate(self.rho)}
-        return Coupled(latent, loss, logs)
+        return Coupled(latent, loss, logs, n.detach())
 
     @property
     def fitted(self) -> bool:
@@ -278,8 +278,8 @@ class LatentCoupling(Coupling):
         target = self.process.target(x_target, noise, t)
         return (prediction.float() - target.float()).pow(2).mean(1), t
 
-    def tiny_terms(self, k: int, stored: torch.Tensor):
-        per_item, t = self._loss(self.tiny[k], stored, stored)
+    def tiny_terms(self, k: int, tiny_input: torch.Tensor):
+        per_item, t = self._loss(self.tiny[k], tiny_input, tiny_input)
         return per_item.mean(), per_item, self.bin_of(t)
 
     def bin_of(self, t: torch.Tensor) -> torch.Tensor:

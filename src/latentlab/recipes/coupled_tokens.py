@@ -61,7 +61,7 @@ class TokenCoupling(Coupling):
 
     def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
         tokens = rearrange(out.indices, "b ... -> b (...)")  # (B, N)
-        self.store(step, tokens.detach())
+        self.begin_step(step)
         logs = self.latent_logs(out.latent)
         weight = self.weight(step, frozen)
         loss = out.latent.new_zeros((), dtype=torch.float32)
@@ -74,7 +74,7 @@ class TokenCoupling(Coupling):
             latent = self._replaced(out, tokens)
         logs |= self.tracker.logs() | {"coupled/lambda": torch.tensor(weight),
                                        "coupled/rho": self.rho, "coupled/replace": self.replace}
-        return Coupled(latent, loss, logs)
+        return Coupled(latent, loss, logs, tokens.detach())
 
     def codes(self) -> torch.Tensor:
         """(V, L) fp32: every code of the bottleneck."""

@@ -26,15 +26,15 @@ from latentlab.tokenizers.mlp import MLPDecoder
 from latentlab.tokenizers.tokenizer import TokenizerConfig
 
 
-def weak_decoder(model: TokenizerConfig, dae: DAEConfig) -> nn.Module:
+def weak_decoder(model: TokenizerConfig, in_channels: int, dae: DAEConfig) -> nn.Module:
     """The stage-1 decoder: the model's decoder at width `dae.weak_width` with channel dropout
     `dae.weak_dropout` (element dropout for the MLP decoder)."""
-    c, latent = model.in_channels, model.latent_channels
-    if model.arch == "conv":
-        conv = dataclasses.replace(model.conv, channel_dropout=dae.weak_dropout)
-        return ConvDecoder(conv, latent, c, width=dae.weak_width)
-    mlp = dataclasses.replace(model.mlp, dropout=dae.weak_dropout)
-    return MLPDecoder(mlp, latent, c, width=dae.weak_width)
+    latent = model.latent_channels
+    if model.arch.kind == "conv":
+        conv = dataclasses.replace(model.arch, channel_dropout=dae.weak_dropout)
+        return ConvDecoder(conv, latent, in_channels, width=dae.weak_width)
+    mlp = dataclasses.replace(model.arch, dropout=dae.weak_dropout)
+    return MLPDecoder(mlp, latent, in_channels, width=dae.weak_width)
 
 
 def switch_step(steps: int, dae: DAEConfig) -> int:

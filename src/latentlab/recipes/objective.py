@@ -3,7 +3,8 @@
 Phases, one optimizer each, run in this order every step:
     "autoencoder"     encoder, bottleneck and decoder(s): reconstruction + the bottleneck's own
                       loss (+ the coupled regularizer) (+ the adversarial loss)
-    "tiny_<width>"    coupled recipes: each tiny generator on the detached latent of this step
+    "tiny_<width>"    coupled recipes: each tiny generator on the detached latent the
+                      autoencoder phase handed on for this micro-batch
     "discriminator"   with the GAN on: the PatchGAN
 
 The recipes are parts plugged into one loss: a DAE swaps in a weak decoder for stage 1 and
@@ -18,9 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentlab.data.base import Batch, LatentlabDataset
+from latentlab.data.base import EVAL_BATCH, Batch, LatentlabDataset
 from latentlab.recipes.baseline import (
-    EVAL_BATCH,
     LossConfig,
     evaluate_tokenizer,
     reconstruction_loss,
@@ -36,7 +36,7 @@ from latentlab.tokenizers.discriminator import (
     generator_loss,
 )
 from latentlab.tokenizers.tokenizer import Tokenizer
-from latentlab.training.objective import Objective
+from latentlab.training.objective import Objective, PhaseOutput
 
 
 class TokenizerObjective(Objective):
@@ -57,13 +57,14 @@ class TokenizerObjective(Objective):
         self.tokenizer, self.cfg, self.coupling = tokenizer, loss, coupling
         # held-out images whose latents score the tiny generators (not saved: data, not state)
         self.register_buffer("heldout", heldout, persistent=False)
-        self.weak_decoder = weak_decoder(tokenizer.cfg, dae) if dae is not None else None
+        self.weak_decoder = (weak_decoder(tokenizer.cfg, tokenizer.in_channels, dae)
+                             if dae is not None else None)
         self.unused_parameters = dae is not None  # one decoder idles in each stage
         self.register_buffer("switch", torch.tensor(switch_step(steps, dae) if dae else -1))
         self.register_buffer("last_step", torch.zeros((), dtype=torch.long))
         self.discriminator = None
         if loss.gan:
-            self.discriminator = PatchDiscriminator(tokenizer.cfg.in_channels, loss.discriminator)
+            self.discriminator = PatchDiscriminator(tokenizer.in_channels, loss.discriminator)
         self.phases = ("autoencoder", *(coupling.phases if coupling else ()),
                        *(("discriminator",) if loss.gan else ()))
 
@@ -98,13 +99,14 @@ class TokenizerObjective(Objective):
 
     # -- losses -----------------------------------------------------------------------------
 
-    def forward(self, phase: str, batch: Batch, step: int):
+    def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
         if phase == "autoencoder":
             self.last_step.fill_(step)
             return self.autoencoder_loss(batch.x, step)
         if phase == "discriminator":
             return self.discriminator_step_loss(batch.x, step)
-        return self.coupling.tiny_loss(self.coupling.phases.index(phase))
+        k = self.coupling.phases.index(phase)
+        return PhaseOutput(*self.coupling.tiny_loss(k, handed["autoencoder"]))
 
     def encode(self, x: torch.Tensor, step: int) -> BottleneckOutput:
         if not self.frozen(step):
@@ -115,16 +117,18 @@ class TokenizerObjective(Objective):
         with torch.no_grad():
             return self.tokenizer.encode(x)
 
-    def autoencoder_loss(self, x: torch.Tensor, step: int):
+    def autoencoder_loss(self, x: torch.Tensor, step: int) -> PhaseOutput:
+        """The autoencoder's loss; with a coupling, it hands on what the tiny phases train on."""
         frozen = self.frozen(step)
         out = self.encode(x, step)
         latent, loss = out.latent, (out.loss if not frozen else out.loss.detach())
         logs = {f"bottleneck/{k}": v.detach() for k, v in out.stats.items()}
+        tiny_input = None
         if self.coupling is not None:
             if self.heldout is not None and self.coupling.due(step):
                 self.coupling.observe(step, self.heldout_latents())
             coupled = self.coupling.couple(out, step, frozen)
-            latent, loss = coupled.latent, loss + coupled.loss
+            latent, loss, tiny_input = coupled.latent, loss + coupled.loss, coupled.tiny_input
             logs |= coupled.logs
         x_hat = self.decoder(step)(latent)
         rec_loss = reconstruction_loss(x_hat, x, self.cfg.reconstruction)
@@ -140,7 +144,7 @@ class TokenizerObjective(Objective):
                                      self.cfg.discriminator.max_adaptive_weight)
             loss = loss + self.cfg.discriminator.weight * weight * g_loss
             logs |= {"gan/g_loss": g_loss.detach(), "gan/adaptive_weight": weight.detach()}
-        return loss, logs
+        return PhaseOutput(loss, logs, tiny_input)
 
     @torch.no_grad()
     def heldout_latents(self) -> torch.Tensor:
@@ -151,18 +155,18 @@ class TokenizerObjective(Objective):
         self.tokenizer.train(was_training)
         return z
 
-    def discriminator_step_loss(self, x: torch.Tensor, step: int):
+    def discriminator_step_loss(self, x: torch.Tensor, step: int) -> PhaseOutput:
         if not self.gan_on(step):
             # not started yet: a zero loss still touching every parameter keeps DDP in step
             zero = sum(p.sum() for p in self.discriminator.parameters()) * 0.0
-            return zero, {}
+            return PhaseOutput(zero, {})
         with torch.no_grad():
             fake = self.tokenizer(x).x_hat
         real_logits, fake_logits = self.discriminator(x), self.discriminator(fake.detach())
         loss = discriminator_loss(real_logits, fake_logits, self.cfg.discriminator.loss)
-        return loss, {"gan/d_loss": loss.detach(),
-                      "gan/real_logit": real_logits.float().mean().detach(),
-                      "gan/fake_logit": fake_logits.float().mean().detach()}
+        return PhaseOutput(loss, {"gan/d_loss": loss.detach(),
+                                  "gan/real_logit": real_logits.float().mean().detach(),
+                                  "gan/fake_logit": fake_logits.float().mean().detach()})
 
     # -- evaluation -------------------------------------------------------------------------
 

@@ -45,18 +45,17 @@ import torch
 from einops import rearrange
 
 from latentlab import config as C
-from latentlab.data.base import Batch, LatentlabDataset
+from latentlab.data.base import Batch, LatentlabDataset, eval_batches
 from latentlab.data.latent_cache import LatentCache
 from latentlab.errors import ConfigError, DataError
 from latentlab.generation.objectives import ARObjective, ProcessObjective
 from latentlab.generators.process import Process
-from latentlab.recipes.baseline import eval_batches
+from latentlab.nn import num_parameters
 from latentlab.recipes.scaling import IllPosedFit, PowerLaw, fit_power_law, rho_squared
 from latentlab.recipes.scaling_plot import save_plot
 from latentlab.recipes.tiny import (
     EVAL_SEED,
     binned_losses,
-    num_parameters,
     tiny_generator,
     tiny_process,
 )

@@ -39,6 +39,8 @@ class BigGenerator:
     """S_big, the samples it trains on (steps x batch); inf: trained to convergence."""
     dit: DiTConfig | None = None
     """Its DiT, when it is one (what a tiny DiT is a miniature of)."""
+    num_classes: int = 0
+    """The classes its data has (a tiny DiT keeps the big one's class table)."""
 
 
 class Flattened(nn.Module):
@@ -53,18 +55,20 @@ class Flattened(nn.Module):
         return self.net(x.reshape(-1, *self.shape), t, cond).flatten(1)
 
 
-def tiny_dit(big: DiTConfig, width: int) -> DiT:
-    """The big DiT at `width`: its patch size, depth, MLP ratio, class table and head width (so
-    width / head width heads; width must be a multiple of the head width)."""
+def tiny_dit(big: DiTConfig, width: int, shape: tuple[int, ...], num_classes: int = 0) -> DiT:
+    """The big DiT at `width` for latents of `shape` (C, h, w): its patch size, depth, MLP
+    ratio, class table (`num_classes`) and head width (so width / head width heads; width must
+    be a multiple of the head width)."""
     head = big.width // big.heads
     if width % head:
         raise ValueError(f"widths: a tiny DiT keeps the big one's head width {head}; "
                          f"{width} is not a multiple of it")
-    return DiT(dataclasses.replace(big, width=width, heads=width // head))
+    c, h, _ = shape
+    return DiT(dataclasses.replace(big, width=width, heads=width // head), c, h, num_classes)
 
 
 def tiny_generator(shape: tuple[int, ...], width: int, depth: int, vocab_size: int = 0,
-                   dit: DiTConfig | None = None) -> nn.Module:
+                   dit: DiTConfig | None = None, num_classes: int = 0) -> nn.Module:
     """An unconditional tiny generator for items of `shape`.
 
     Args:
@@ -73,6 +77,7 @@ def tiny_generator(shape: tuple[int, ...], width: int, depth: int, vocab_size: i
         depth: residual blocks (MLP) or transformer blocks (ignored for a tiny DiT).
         vocab_size: codebook size for token indices; 0 for continuous latents.
         dit: the big generator's DiT: build it in miniature (`tiny_dit`) instead of an MLP.
+        num_classes: the class table of a tiny DiT (the big one's).
 
     Returns:
         A denoiser taking (B, D) inputs (an `MLPDenoiser`, or a `Flattened` tiny DiT), or an
@@ -80,23 +85,18 @@ def tiny_generator(shape: tuple[int, ...], width: int, depth: int, vocab_size: i
     """
     size = max(1, math.prod(shape))
     if dit is not None:
-        return Flattened(tiny_dit(dit, width), shape)
+        return Flattened(tiny_dit(dit, width, shape, num_classes), shape)
     if vocab_size:
         heads = max(1, width // HEAD_WIDTH)
         while width % heads:
             heads -= 1
-        return ARTransformer(ARConfig(vocab_size=vocab_size, seq_len=size, width=width,
-                                      depth=depth, heads=heads))
+        return ARTransformer(ARConfig(width=width, depth=depth, heads=heads), vocab_size, size)
     return MLPDenoiser(size, MLPDenoiserConfig(width=width, depth=depth))
 
 
 def tiny_process(family: str) -> Process:
     """The continuous process a tiny generator of `family` (flow, ddpm, vpsde) learns."""
     return PROCESSES[family]()
-
-
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 EVAL_SEED = 0

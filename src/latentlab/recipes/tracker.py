@@ -109,6 +109,11 @@ class LossTracker(nn.Module):
         seen = [float(self.seen[h]) for h in rows for _ in self.sizes]
         return n, seen, [float(v) for h in rows for v in self.heldout[h, :, s]]
 
+    @property
+    def last_fit(self) -> int:
+        """The step of the last `refit` (-1: none since the tracker was built or restored)."""
+        return self.records[-1]["step"] if self.records else -1
+
     def refit(self, step: int, n_big: int, s_big: float = float("inf")
               ) -> list[PowerLaw | None]:
         """Fit every series; an ill-posed one keeps its last good fit, and the log says so.

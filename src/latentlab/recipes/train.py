@@ -8,7 +8,6 @@ The run directory gets, besides what every run has (see `training.rundir`):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -19,16 +18,20 @@ import torch
 
 from latentlab import config as C
 from latentlab import pixels
+from latentlab.config import switched
 from latentlab.data import load_dataset
+from latentlab.data.base import eval_batches
 from latentlab.data.config import DataConfig
 from latentlab.errors import ConfigError
 from latentlab.generators.denoisers.dit import DiT
-from latentlab.recipes.baseline import LossConfig, eval_batches, evaluate_tokenizer
+from latentlab.nn import num_parameters
+from latentlab.recipes.baseline import LossConfig, evaluate_tokenizer
 from latentlab.recipes.config import CoupledConfig, DAEConfig
 from latentlab.recipes.coupled import LatentCoupling
 from latentlab.recipes.coupled_tokens import TokenCoupling
 from latentlab.recipes.objective import TokenizerObjective
 from latentlab.recipes.tiny import BigGenerator
+from latentlab.tokenizers.bottlenecks import build_bottleneck
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 from latentlab.training import RunDir, TrainConfig, train
 from latentlab.training import distributed as D
@@ -47,16 +50,22 @@ class TokenizerRunConfig:
     """Where the training data comes from."""
     recipe: Literal["baseline", "dae", "coupled", "coupled+dae"] = "baseline"
     """How the decomposer is trained (see `latentlab.recipes.config`)."""
-    dae: DAEConfig = field(default_factory=DAEConfig)
-    """Stage split and weak decoder (recipes dae and coupled+dae)."""
-    coupled: CoupledConfig = field(default_factory=CoupledConfig)
-    """Tiny generators, predictability regularizer and scaling fit (coupled, coupled+dae)."""
+    dae: DAEConfig | None = None
+    """Stage split and weak decoder: only with recipes dae and coupled+dae (their defaults when
+    not given; left out with the other recipes)."""
+    coupled: CoupledConfig | None = None
+    """Tiny generators, predictability regularizer and scaling fit: only with recipes coupled and
+    coupled+dae (their defaults when not given; left out with the other recipes)."""
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     """The tokenizer's architecture and bottleneck."""
     loss: LossConfig = field(default_factory=LossConfig)
     """How reconstructions are scored."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training loop."""
+
+    def __post_init__(self):
+        self.dae = switched(self.dae, self.recipe.endswith("dae"), DAEConfig)
+        self.coupled = switched(self.coupled, self.recipe.startswith("coupled"), CoupledConfig)
 
 
 def mean_image_mse(train_data, test_data) -> float:
@@ -68,11 +77,9 @@ def mean_image_mse(train_data, test_data) -> float:
 
 
 def build_tokenizer(cfg: TokenizerRunConfig, item_shape: tuple[int, ...]) -> TokenizerRunConfig:
-    """The config with `in_channels` set from the data, checked against the data's shape."""
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
-                                                             in_channels=item_shape[0]))
+    """The config, checked against the data's item shape."""
     try:
-        Tokenizer(cfg.model).check_input(item_shape)
+        Tokenizer(cfg.model, item_shape[0]).check_input(item_shape)
     except ValueError as e:
         raise ConfigError(f"model.{e}") from None
     return cfg
@@ -103,20 +110,20 @@ def big_generator(cfg: TokenizerRunConfig, latent: tuple[int, ...], num_classes:
 
     run = C.load(GeneratorRunConfig, coupled.big_generator)
     discrete = cfg.model.bottleneck.kind in ("vq", "lfq", "fsq")
-    vocab = Tokenizer(cfg.model).bottleneck.codebook_size or 0
+    vocab = build_bottleneck(cfg.model.bottleneck, cfg.model.latent_channels).codebook_size or 0
     what = Modelled(latent[1:] if discrete else latent, "indices" if discrete else "latents",
                     num_classes, vocab)
     network = build_models(run.generator, what)["model"]
     return BigGenerator(
-        coupled.big_parameters or sum(p.numel() for p in network.parameters()),
+        coupled.big_parameters or num_parameters(network),
         coupled.big_samples or run.train.steps * run.train.batch_size,
-        network.cfg if isinstance(network, DiT) else None)
+        network.cfg if isinstance(network, DiT) else None, num_classes)
 
 
 def build_objective(cfg: TokenizerRunConfig, data, heldout=None) -> TokenizerObjective:
     """The tokenizer and the parts its recipe adds (see `recipes.objective`); `heldout` (a
     dataset never trained on, e.g. the test split) gives a coupled recipe's held-out latents."""
-    tokenizer = Tokenizer(cfg.model)
+    tokenizer = Tokenizer(cfg.model, data.shape[0])
     coupling = None
     if cfg.recipe.startswith("coupled"):
         latent = tokenizer.latent_shape(data.shape)
@@ -190,7 +197,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new"
                    "mean_image_mse": mean_image_mse(data, test),
                    "latent_shape": list(tokenizer.latent_shape(data.shape)),
                    "latent_statistics": stats,
-                   "parameters": sum(p.numel() for p in tokenizer.parameters()),
+                   "parameters": num_parameters(tokenizer),
                    "steps": result.step, "replicas_identical": result.replicas_identical,
                    "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
         metrics |= recipe_record(cfg, objective)

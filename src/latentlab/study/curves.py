@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentlab.evaluation.verdicts import compare, generation_verdict
+from latentlab.evaluation.views import IMAGE_VIEWS
+from latentlab.generators.autoregressive import ARConfig
+from latentlab.generators.denoisers.dit import DiTConfig
 from latentlab.io import write_json
-from latentlab.metrics.views import IMAGE_VIEWS
 
 CURVE_EVALUATION = "evaluation.json"
 
@@ -51,12 +53,18 @@ class CurvePoint:
 
     def generator(self, base):
         """The main generator run config `base` at this point's budget and width."""
-        net = base.generator.transformer
+        net = generator_network(base)
         head = net.width // net.heads
-        transformer = dataclasses.replace(net, width=self.width, heads=max(1, self.width // head))
+        network = dataclasses.replace(net, width=self.width, heads=max(1, self.width // head))
         return dataclasses.replace(
             base, train=dataclasses.replace(base.train, steps=self.steps),
-            generator=dataclasses.replace(base.generator, transformer=transformer))
+            generator=dataclasses.replace(base.generator, network=network))
+
+
+def generator_network(run) -> DiTConfig | ARConfig:
+    """The transformer of a generator run config (a study's generator is a DiT unless its
+    config names another network)."""
+    return run.generator.network or DiTConfig()
 
 
 def curve_points(curves: CurveConfig, steps: int, width: int) -> list[CurvePoint]:

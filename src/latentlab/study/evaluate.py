@@ -5,7 +5,7 @@ The tokenizer is scored by `evaluation.tokenizer.evaluate_tokenizer_run` (recons
 reconstruction Fréchet distance, Lipschitz complexity, nearest-neighbour accuracy,
 predictability, codebook usage, cosine histogram, eigenvalues); the generator by
 `evaluation.generator.evaluate_generator_run`, which draws the samples, keeps them as the public
-`samples.npz` in the generator run, and scores them in every view (`metrics.views`: raw and
+`samples.npz` in the generator run, and scores them in every view (`evaluation.views`: raw and
 bias-corrected Fréchet distance with floors, KID, precision, recall, density, coverage), with
 the class accuracy and the held-out training loss.
 

@@ -36,13 +36,19 @@ from latentlab.data import load_dataset
 from latentlab.errors import UserError
 from latentlab.evaluation.scaling import scaling_figures
 from latentlab.evaluation.verdicts import Comparison, compare, generation_verdict, verdict_line
+from latentlab.evaluation.views import IMAGE_VIEWS
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.train import train_generator
 from latentlab.io import write_json, write_text
-from latentlab.metrics.views import IMAGE_VIEWS
 from latentlab.recipes.train import TokenizerRunConfig, tokenizer_step_flops, train_tokenizer
 from latentlab.study.config import StudyConfig, generator_run, tokenizer_run
-from latentlab.study.curves import CurvePoint, curve_points, run_point, summarize_curves
+from latentlab.study.curves import (
+    CurvePoint,
+    curve_points,
+    generator_network,
+    run_point,
+    summarize_curves,
+)
 from latentlab.study.evaluate import (
     GROUPS,
     direction,
@@ -191,7 +197,7 @@ def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
     the tokenizer's (0: `budget.tokenizer_steps`).
     """
     tok = tokenizer_run(cfg, run.recipe, run.seed, big_generator, steps)
-    fresh = not _reusable(run.tokenizer, tok, TokenizerRunConfig, skip=("model.in_channels",))
+    fresh = not _reusable(run.tokenizer, tok, TokenizerRunConfig)
     if fresh:
         _forget_after(run, "tokenizer")
         _stage(run, "tokenizer", label, clock,
@@ -344,7 +350,7 @@ def run_study(cfg: StudyConfig, out: str | Path, overwrite: bool = False) -> dic
     big = (out / GENERATOR).resolve()
     steps = tokenizer_steps(cfg, big)
     main = CurvePoint(f"steps{cfg.budget.generator_steps}", cfg.budget.generator_steps,
-                      cfg.generator.generator.transformer.width)
+                      generator_network(cfg.generator).width)
     points = curve_points(cfg.curves, main.steps, main.width)
     curves: dict[str, dict] = {p.name: {r: {} for r in cfg.recipes} for p in [main, *points]}
     evaluations = []

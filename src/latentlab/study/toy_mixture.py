@@ -45,9 +45,9 @@ from latentlab.data import load_dataset
 from latentlab.data.builtin import mixture_centres
 from latentlab.data.config import DataConfig
 from latentlab.metrics.latent import nearest_neighbour_accuracy
+from latentlab.nn import num_parameters
 from latentlab.recipes.config import DAEConfig
 from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
-from latentlab.tokenizers.bottlenecks import BottleneckConfig
 from latentlab.tokenizers.bottlenecks.kl import KLConfig
 from latentlab.tokenizers.mlp import MLPConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
@@ -134,10 +134,9 @@ class ToyConfig:
     def model_config(self) -> TokenizerConfig:
         """The VAE: fully connected encoder and decoder around a KL bottleneck."""
         return TokenizerConfig(
-            arch="mlp", in_channels=self.d, latent_channels=self.latent,
-            mlp=MLPConfig(encoder_hidden=tuple(self.encoder_hidden),
-                          decoder_hidden=tuple(self.decoder_hidden)),
-            bottleneck=BottleneckConfig(kind="kl", kl=KLConfig(weight=self.kl)))
+            arch=MLPConfig(encoder_hidden=tuple(self.encoder_hidden),
+                           decoder_hidden=tuple(self.decoder_hidden)),
+            latent_channels=self.latent, bottleneck=KLConfig(weight=self.kl))
 
     def run_config(self, seed: int) -> TokenizerRunConfig:
         """The `train-tokenizer` configuration of repetition `seed`."""
@@ -229,11 +228,11 @@ def run_toy(cfg: ToyConfig, out: str | Path | None = None, mode: Mode = "new") -
     def body(run: RunDir, text: str) -> dict:
         seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
         runs = [run_seed(cfg, s, run.path / f"seed-{s}", run.mode) for s in seeds]
-        model = Tokenizer(cfg.model_config())
+        model = Tokenizer(cfg.model_config(), cfg.d)
         config = asdict(cfg) | {"encoder_hidden": list(cfg.encoder_hidden),
                                 "decoder_hidden": list(cfg.decoder_hidden), "kl_weight": cfg.kl}
         return {"config": config, "runs": runs, "summary": summarise(runs),
-                "parameters": {part: sum(p.numel() for p in getattr(model, part).parameters())
+                "parameters": {part: num_parameters(getattr(model, part))
                                for part in ("encoder", "decoder")}}
 
     scratch = tempfile.TemporaryDirectory(prefix="latentlab-toy-") if out is None else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,8 @@ WIDTH_MULTIPLE = 8
 
 @dataclass
 class ConvConfig:
+    kind: Literal["conv"] = "conv"
+    """A convolutional encoder/decoder (images)."""
     channels: int = 32
     """Base width: level i has channels * ch_mult[i] channels (times `width`)."""
     ch_mult: tuple[int, ...] = (1, 2)

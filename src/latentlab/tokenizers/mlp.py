@@ -21,6 +21,8 @@ ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
 
 @dataclass
 class MLPConfig:
+    kind: Literal["mlp"] = "mlp"
+    """A fully connected encoder/decoder (vectors)."""
     encoder_hidden: tuple[int, ...] = (128, 128)
     """Widths of the encoder's hidden layers, one entry per hidden layer: (64, 64) is a 3-layer
     network D -> 64 -> 64 -> out. An empty list is a single linear map."""

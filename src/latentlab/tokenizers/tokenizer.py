@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors import SafetensorError
@@ -27,37 +26,56 @@ from latentlab import __version__
 from latentlab import config as C
 from latentlab.errors import CheckpointError, ConfigError
 from latentlab.io import atomic_path
-from latentlab.tokenizers.bottlenecks import BottleneckConfig, build_bottleneck
+from latentlab.tokenizers.bottlenecks import (
+    BOTTLENECKS,
+    BottleneckConfig,
+    IdentityConfig,
+    build_bottleneck,
+)
 from latentlab.tokenizers.bottlenecks.base import BottleneckOutput
 from latentlab.tokenizers.conv import ConvConfig, ConvDecoder, ConvEncoder, check_image_size
 from latentlab.tokenizers.mlp import MLPConfig, MLPDecoder, MLPEncoder
 
 WEIGHTS, CONFIG = "tokenizer.safetensors", "tokenizer.yaml"
+IN_CHANNELS = "in_channels"
+"""The key in CONFIG of the image channels (vector features) the tokenizer was built for."""
 
 
 @dataclass
 class TokenizerConfig:
-    arch: Literal["conv", "mlp"] = "conv"
-    """Convolutional (images) or fully connected (vectors, e.g. the mixture toy)."""
-    in_channels: int = 1
-    """Image channels, or vector features for the mlp arch (set from the dataset)."""
+    arch: ConvConfig | MLPConfig = field(default_factory=ConvConfig)
+    """The encoder/decoder: conv (images) or mlp (vectors, e.g. the mixture toy)."""
     latent_channels: int = 4
     """Channels of the latent the decoder receives (FSQ: one per level)."""
-    conv: ConvConfig = field(default_factory=ConvConfig)
-    """The convolutional encoder/decoder (arch: conv)."""
-    mlp: MLPConfig = field(default_factory=MLPConfig)
-    """The fully connected encoder/decoder (arch: mlp)."""
-    bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
-    """What sits between encoder and decoder."""
+    bottleneck: BottleneckConfig = field(default_factory=IdentityConfig)
+    """What sits between encoder and decoder: identity (plain AE), kl (VAE), vq, lfq or fsq."""
 
     def __post_init__(self):
-        for name in ("in_channels", "latent_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        levels = self.bottleneck.fsq.levels
-        if self.bottleneck.kind == "fsq" and len(levels) != self.latent_channels:
-            raise ValueError(f"bottleneck.fsq.levels: {len(levels)} levels but latent_channels "
-                             f"is {self.latent_channels} (one level per channel)")
+        if self.latent_channels < 1:
+            raise ValueError(f"latent_channels: must be >= 1, got {self.latent_channels}")
+        if self.bottleneck.kind == "fsq" and len(self.bottleneck.levels) != self.latent_channels:
+            raise ValueError(f"bottleneck.levels: {len(self.bottleneck.levels)} levels but "
+                             f"latent_channels is {self.latent_channels} (one level per "
+                             "channel)")
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """The layout before tagged unions (to 2026-12): `arch: conv` beside `conv:` and `mlp:`
+        sections, `bottleneck.kind` beside a section per kind, and `in_channels`, which now
+        comes from the data."""
+        data.pop("in_channels", None)
+        arch = data.get("arch")
+        if isinstance(arch, str) or "conv" in data or "mlp" in data:
+            kind = arch if isinstance(arch, str) else (arch or {}).get("kind", "conv")
+            sections = {k: data.pop(k, {}) for k in ("conv", "mlp")}
+            data["arch"] = {"kind": kind, **sections[kind],
+                            **(arch if isinstance(arch, dict) else {})}
+        bottleneck = data.get("bottleneck")
+        if isinstance(bottleneck, dict) and any(isinstance(bottleneck.get(k), dict)
+                                                for k in BOTTLENECKS):
+            kind = bottleneck.get("kind", "identity")
+            data["bottleneck"] = {"kind": kind, **bottleneck.get(kind, {})}
+        return data
 
 
 @dataclass(frozen=True)
@@ -73,20 +91,24 @@ class Tokenizer(nn.Module):
 
     Args:
         cfg: the architecture.
+        in_channels: image channels, or vector features for the mlp arch (from the data).
         decoder_width: overrides the decoder's width multiplier (a weak DAE decoder).
     """
 
-    def __init__(self, cfg: TokenizerConfig, decoder_width: float | None = None):
+    def __init__(self, cfg: TokenizerConfig, in_channels: int,
+                 decoder_width: float | None = None):
         super().__init__()
-        self.cfg = cfg
+        if in_channels < 1:
+            raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
+        self.cfg, self.in_channels = cfg, in_channels
         self.bottleneck = build_bottleneck(cfg.bottleneck, cfg.latent_channels)
-        c, lat, enc_out = cfg.in_channels, cfg.latent_channels, self.bottleneck.in_channels
-        if cfg.arch == "conv":
-            self.encoder = ConvEncoder(cfg.conv, c, enc_out)
-            self.decoder = ConvDecoder(cfg.conv, lat, c, width=decoder_width)
+        c, lat, enc_out = in_channels, cfg.latent_channels, self.bottleneck.in_channels
+        if cfg.arch.kind == "conv":
+            self.encoder = ConvEncoder(cfg.arch, c, enc_out)
+            self.decoder = ConvDecoder(cfg.arch, lat, c, width=decoder_width)
         else:
-            self.encoder = MLPEncoder(cfg.mlp, c, enc_out)
-            self.decoder = MLPDecoder(cfg.mlp, lat, c, width=decoder_width)
+            self.encoder = MLPEncoder(cfg.arch, c, enc_out)
+            self.decoder = MLPDecoder(cfg.arch, lat, c, width=decoder_width)
         # per-channel latent statistics, fitted after training (identity until then)
         self.register_buffer("latent_shift", torch.zeros(lat))
         self.register_buffer("latent_scale", torch.ones(lat))
@@ -97,23 +119,23 @@ class Tokenizer(nn.Module):
 
     @property
     def factor(self) -> int:
-        return self.cfg.conv.factor if self.cfg.arch == "conv" else 1
+        return self.cfg.arch.factor if self.cfg.arch.kind == "conv" else 1
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """Raise ValueError naming the field when items of `shape` do not fit this model."""
-        want = 3 if self.cfg.arch == "conv" else 1
+        want = 3 if self.cfg.arch.kind == "conv" else 1
         if len(shape) != want:
             kind = "images (C, H, W)" if want == 3 else "vectors (D,)"
-            raise ValueError(f"arch: '{self.cfg.arch}' takes {kind}, the data has items of "
-                             f"shape {tuple(shape)}")
-        if shape[0] != self.cfg.in_channels:
-            raise ValueError(f"in_channels: the model takes {self.cfg.in_channels}, the data "
+            raise ValueError(f"arch: '{self.cfg.arch.kind}' takes {kind}, the data has items "
+                             f"of shape {tuple(shape)}")
+        if shape[0] != self.in_channels:
+            raise ValueError(f"in_channels: the model takes {self.in_channels}, the data "
                              f"has {shape[0]}")
         if want == 3:
             try:
-                check_image_size(self.cfg.conv, shape)
+                check_image_size(self.cfg.arch, shape)
             except ValueError as e:
-                raise ValueError(f"conv.{e}") from None
+                raise ValueError(f"arch.{e}") from None
 
     def latent_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """(C, H, W) -> (L, H/f, W/f); (D,) -> (L,)."""
@@ -183,7 +205,7 @@ class Tokenizer(nn.Module):
         with atomic_path(directory / WEIGHTS) as tmp:
             save_file(tensors, tmp, metadata={k: str(v) for k, v in header.items()})
         with atomic_path(directory / CONFIG) as tmp:
-            tmp.write_text(C.dump_yaml(self.cfg))
+            tmp.write_text(f"{IN_CHANNELS}: {self.in_channels}\n" + C.dump_yaml(self.cfg))
         return directory
 
     @classmethod
@@ -201,14 +223,18 @@ class Tokenizer(nn.Module):
         if not (path / CONFIG).exists():
             raise CheckpointError(f"{path}: no {CONFIG} (not a trained tokenizer)")
         try:
-            cfg = C.load(TokenizerConfig, path / CONFIG)
+            data = C.read_yaml(path / CONFIG)
+            in_channels = data.pop(IN_CHANNELS, None)
+            if not isinstance(in_channels, int):
+                raise ConfigError(f"{IN_CHANNELS} must be an int, got {in_channels!r}")
+            cfg = C.from_dict(TokenizerConfig, data)
         except ConfigError as e:
-            raise CheckpointError(str(e)) from None
+            raise CheckpointError(f"{path / CONFIG}: {e}") from None
         if expect is not None and cfg != expect:
             name, have, want = C.first_difference(cfg, expect)
             raise CheckpointError(f"{path / CONFIG}: {name} is {have!r} but {want!r} was "
                                   "requested")
-        model = cls(cfg)
+        model = cls(cfg, in_channels)
         try:
             tensors = load_file(path / WEIGHTS, device=str(map_location))
         except (SafetensorError, OSError) as e:

@@ -1,10 +1,11 @@
 """The training loop: one function for every objective.
 
 `train` does, per optimizer step: seed, set the learning rate, then for each phase of the
-objective accumulate gradients over the step's micro-batches, clip, and step that phase's
-optimizer; then update the EMA, log, evaluate and checkpoint on schedule. Everything a resumed run
-needs (weights, EMA, optimizer moments, step) is in the checkpoint, and everything random is a
-function of (seed, rank, step), so a run killed and resumed ends bit-identical to one that was not.
+objective accumulate gradients over the step's micro-batches (giving each phase what the earlier
+ones handed on for that micro-batch), clip, and step that phase's optimizer; then update the EMA,
+log, evaluate and checkpoint on schedule. Everything a resumed run needs (weights, EMA, optimizer
+moments, step) is in the checkpoint, and everything random is a function of (seed, rank, step),
+so a run killed and resumed ends bit-identical to one that was not.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,6 +213,9 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
             ema.copy_to(ema_target)
         micro = [_next(batches).to(device, fmt) for _ in range(cfg.accumulate)]
         skipped += sum(b.skipped for b in micro)
+        # per micro-batch, what each phase hands on to the later phases of this step (e.g. the
+        # latents a coupled recipe's tiny generators train on); gone when the step ends
+        handed: list[dict[str, Any]] = [{} for _ in micro]
         for phase in objective.phases:
             opt = optimizers[phase]
             for group in opt.param_groups:
@@ -221,7 +226,7 @@ def train(objective: Objective, data: LatentlabDataset, cfg: TrainConfig, run: R
                 sync = (i == len(micro) - 1 or not world.distributed)
                 with (contextlib.nullcontext() if sync else model.no_sync()), \
                         _autocast(cfg, device):
-                    loss, step_logs = model(phase, batch, step)
+                    loss, step_logs, handed[i][phase] = model(phase, batch, step, handed[i])
                 # note: a host-device sync per micro-batch; cheap next to a training step
                 if D.any_rank(not torch.isfinite(loss).item(), world):
                     done = checkpoint.latest(run.checkpoints) if world.is_main else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import statistics
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,12 +28,13 @@ def counted_flops(work: Callable[[], None]) -> int:
 
 def phase_flops(objective: nn.Module, batch, step: int) -> dict[str, int]:
     """FLOPs of one optimizer step at `step` per phase of a training objective (`forward(phase,
-    batch, step) -> (loss, logs)`, as `training.train` calls it): forward and backward on
-    `batch`, on a copy of the objective."""
+    batch, step, handed) -> PhaseOutput`, as `training.train` calls it): forward and backward
+    on `batch`, on a copy of the objective."""
     model = copy.deepcopy(objective)
+    handed: dict[str, Any] = {}  # what each phase hands on to the later ones, as in the loop
 
     def run(phase: str) -> None:
-        loss, _ = model(phase, batch, step)
+        loss, _, handed[phase] = model(phase, batch, step, handed)
         loss.backward()
 
     return {phase: counted_flops(lambda p=phase: run(p)) for phase in model.phases}

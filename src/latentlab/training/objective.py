@@ -5,9 +5,16 @@ optimizer each, run in order every step: e.g. ("generator", "discriminator") for
 parameters of each phase, and the loss of a phase on a batch. The objective is an nn.Module
 holding every model it trains, so one state_dict checkpoints them all and one DDP wrapper
 synchronises them.
+
+A phase can hand something on to the later phases of the same step (a coupled recipe's
+autoencoder phase hands its tiny generators the detached latents it made): the loop passes it
+to them with the same micro-batch, so what a phase trains on is an argument, never something
+left behind in the objective by an earlier call.
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -15,11 +22,25 @@ from torch import nn
 from latentlab.data.base import Batch, LatentlabDataset
 
 
+class PhaseOutput(NamedTuple):
+    """What a phase returns for one micro-batch. A NamedTuple, not a dataclass: DDP's output
+    handling (a pytree) takes it apart as it did the plain tuples before it; a dataclass would
+    be one opaque leaf to it."""
+
+    loss: torch.Tensor
+    """() the scalar to minimise."""
+    logs: dict[str, torch.Tensor]
+    """Detached scalar tensors to log."""
+    handed: Any = None
+    """What the later phases of this step get for this micro-batch (detached), or None."""
+
+
 class Objective(nn.Module):
     """Base class of training objectives.
 
-    Subclasses implement `forward(phase, batch, step) -> (loss, logs)` with `loss` a scalar tensor
-    to minimise and `logs` a dict of detached scalar tensors, and list their `phases`.
+    Subclasses implement `forward(phase, batch, step, handed) -> PhaseOutput` and list their
+    `phases`. `handed` maps each earlier phase of this step to what it handed on for this
+    micro-batch (`PhaseOutput.handed`).
     """
 
     phases: tuple[str, ...] = ("main",)
@@ -31,8 +52,8 @@ class Objective(nn.Module):
         """Parameters the optimizer of `phase` updates (default: all)."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def forward(self, phase: str, batch: Batch, step: int
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, phase: str, batch: Batch, step: int, handed: dict[str, Any]
+                ) -> PhaseOutput:
         raise NotImplementedError
 
     def stage_starts(self, step: int) -> bool:

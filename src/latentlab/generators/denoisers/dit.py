@@ -12,13 +12,15 @@ tokens, D width.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from einops import rearrange
 from torch import nn
 
+from latentlab.nn import num_parameters
 from latentlab.nn.embeddings import timestep_embedding
-from latentlab.nn.transformer import MLP, SelfAttention, num_parameters
+from latentlab.nn.transformer import MLP, SelfAttention
 
 TIME_FREQUENCIES = 256
 """Width of the sinusoidal timestep embedding fed to the timestep MLP (DiT's
@@ -27,35 +29,24 @@ TIME_FREQUENCIES = 256
 
 @dataclass
 class DiTConfig:
-    input_size: int = 8
-    """H = W, the side of the (square) latent."""
-    in_channels: int = 4
-    """C, the latent channels."""
+    kind: Literal["dit"] = "dit"
+    """A diffusion transformer over (C, H, W) latents."""
     patch_size: int = 2
-    """p: each p x p patch of the latent is one token; must divide input_size."""
-    width: int = 256
+    """p: each p x p patch of the latent is one token; must divide the latent's side."""
+    width: int = 128
     """D, the token width. Plain config, so the scaling-law recipe can build widths in a
     geometric series (heads must still divide it)."""
-    depth: int = 6
+    depth: int = 4
     """Transformer blocks."""
     heads: int = 4
     """Attention heads; must divide width."""
     mlp_ratio: float = 4.0
     """MLP hidden width = int(width * mlp_ratio)."""
-    num_classes: int = 0
-    """Classes of the conditioning labels; 0 = unconditional. The class table has num_classes + 1
-    entries, the last (index num_classes) being the null class of classifier-free guidance."""
-    learn_sigma: bool = False
-    """Output 2C channels (prediction, then the variance interpolation of improved DDPM) instead
-    of C."""
 
     def __post_init__(self):
-        for name in ("input_size", "in_channels", "patch_size", "width", "depth", "heads"):
+        for name in ("patch_size", "width", "depth", "heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.input_size % self.patch_size:
-            raise ValueError(f"patch_size: must divide input_size {self.input_size}, "
-                             f"got {self.patch_size}")
         if self.width % self.heads:
             raise ValueError(f"heads: must divide width {self.width}, got {self.heads}")
         if self.width % 4:
@@ -63,18 +54,6 @@ class DiTConfig:
                              f"embedding), got {self.width}")
         if not self.mlp_ratio > 0:
             raise ValueError(f"mlp_ratio: must be > 0, got {self.mlp_ratio}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes: must be >= 0 (0 = unconditional), "
-                             f"got {self.num_classes}")
-
-    @property
-    def out_channels(self) -> int:
-        return 2 * self.in_channels if self.learn_sigma else self.in_channels
-
-    @property
-    def grid(self) -> int:
-        """Tokens per side, H / p."""
-        return self.input_size // self.patch_size
 
 
 DIT_PRESETS: dict[str, dict] = {
@@ -85,8 +64,7 @@ DIT_PRESETS: dict[str, dict] = {
     "small": dict(width=256, depth=8, heads=4),
     "base": dict(width=384, depth=12, heads=6),
 }
-"""Architecture presets; combine with the latent's shape: `dit_config("small", input_size=8,
-in_channels=4)`."""
+"""Architecture presets: `DiT(dit_config("small"), in_channels=4, input_size=8)`."""
 
 
 def dit_config(preset: str, **overrides) -> DiTConfig:
@@ -138,7 +116,10 @@ class TimestepEmbedder(nn.Module):
                                  nn.Linear(width, width))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, TIME_FREQUENCIES))
+        # the sinusoids are computed in fp32 (see timestep_embedding); the MLP runs in the
+        # weights' dtype, so a float64 or bfloat16 DiT takes them
+        features = timestep_embedding(t, TIME_FREQUENCIES)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class DiTBlock(nn.Module):
@@ -176,30 +157,46 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """Diffusion transformer: (x_t (B, C, H, W), t (B,), cond (B,) | None) -> (B, C', H, W), with
-    C' = C, or 2C when learn_sigma. What the output means (velocity, noise) is the objective's
-    business. At initialisation the output is exactly zero."""
+    """Diffusion transformer: (x_t (B, C, H, W), t (B,), cond (B,) | None) -> (B, C, H, W). What
+    the output means (velocity, noise) is the objective's business. At initialisation the output
+    is exactly zero.
 
-    def __init__(self, cfg: DiTConfig):
+    Args:
+        cfg: the architecture.
+        in_channels: C, the latent channels (from the data).
+        input_size: H = W, the side of the (square) latent (from the data).
+        num_classes: classes of the conditioning labels; 0 = unconditional. The class table has
+            num_classes + 1 entries, the last (index num_classes) being the null class of
+            classifier-free guidance.
+    """
+
+    def __init__(self, cfg: DiTConfig, in_channels: int, input_size: int, num_classes: int = 0):
         super().__init__()
-        self.cfg = cfg
+        if min(in_channels, input_size) < 1 or num_classes < 0:
+            raise ValueError(f"in_channels, input_size, num_classes: need >= 1, >= 1, >= 0, got "
+                             f"{in_channels}, {input_size}, {num_classes}")
+        if input_size % cfg.patch_size:
+            raise ValueError(f"patch_size: must divide the latent's side {input_size}, got "
+                             f"{cfg.patch_size}")
+        self.cfg, self.in_channels, self.input_size = cfg, in_channels, input_size
+        self.num_classes, self.grid = num_classes, input_size // cfg.patch_size
         d, p = cfg.width, cfg.patch_size
         # a stride-p conv is a linear map of each patch (same as Linear on patchify(x))
-        self.patch_embed = nn.Conv2d(cfg.in_channels, d, p, stride=p)
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(d, cfg.grid)[None],
+        self.patch_embed = nn.Conv2d(in_channels, d, p, stride=p)
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(d, self.grid)[None],
                              persistent=False)  # (1, T, D), fixed: rebuilt from the config
         self.time_embed = TimestepEmbedder(d)
-        self.class_embed = nn.Embedding(cfg.num_classes + 1, d)
+        self.class_embed = nn.Embedding(num_classes + 1, d)
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio)
                                     for _ in range(cfg.depth))
-        self.final = FinalLayer(d, p, cfg.out_channels)
+        self.final = FinalLayer(d, p, in_channels)
         self.initialize_weights()
 
     @property
     def null_class(self) -> int | None:
         """Label index of "no class" for classifier-free guidance; None if unconditional (its
         one class-table entry is then a learned bias, used whenever cond is None)."""
-        return self.cfg.num_classes if self.cfg.num_classes else None
+        return self.num_classes if self.num_classes else None
 
     @property
     def num_parameters(self) -> int:
@@ -233,8 +230,8 @@ class DiT(nn.Module):
         """The conditioning vector (B, D): timestep embedding + class embedding, `cond` None
         meaning the null class for every sample."""
         if cond is None:
-            cond = torch.full(t.shape, self.cfg.num_classes, dtype=torch.long, device=t.device)
-        elif self.cfg.num_classes == 0:
+            cond = torch.full(t.shape, self.num_classes, dtype=torch.long, device=t.device)
+        elif self.num_classes == 0:
             raise ValueError("cond: the model is unconditional (num_classes=0), pass None")
         else:
             assert cond.shape == t.shape, f"cond must be (B,), got {tuple(cond.shape)}"
@@ -251,17 +248,15 @@ class DiT(nn.Module):
                 = null class for all.
 
         Returns:
-            (B, C', H, W), C' = C or 2C with learn_sigma, contiguous.
+            (B, C, H, W), contiguous.
         """
-        cfg = self.cfg
-        assert x.shape[1:] == (cfg.in_channels, cfg.input_size, cfg.input_size), (
-            f"x must be (B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size}), "
-            f"got {tuple(x.shape)}")
+        c, s = self.in_channels, self.input_size
+        assert x.shape[1:] == (c, s, s), f"x must be (B, {c}, {s}, {s}), got {tuple(x.shape)}"
         assert t.shape == (x.shape[0],), f"t must be (B,), got {tuple(t.shape)}"
         tokens = rearrange(self.patch_embed(x), "b d h w -> b (h w) d")  # (B, T, D)
         tokens = tokens + self.pos_embed.to(tokens.dtype)
         c = self.condition(t, cond)  # (B, D)
         for block in self.blocks:
             tokens = block(tokens, c)  # (B, T, D)
-        out = self.final(tokens, c)  # (B, T, p * p * C')
-        return unpatchify(out, cfg.patch_size, cfg.grid)  # (B, C', H, W)
+        out = self.final(tokens, c)  # (B, T, p * p * C)
+        return unpatchify(out, self.cfg.patch_size, self.grid)  # (B, C, H, W)

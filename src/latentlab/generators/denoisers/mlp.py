@@ -6,6 +6,7 @@ Legend: B batch, D data features, W width, E time embedding width.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,22 +17,19 @@ from latentlab.nn.embeddings import timestep_embedding
 
 @dataclass
 class MLPDenoiserConfig:
+    kind: Literal["mlp"] = "mlp"
+    """A residual MLP over vectors (D,)."""
     width: int = 256
     """W, the width of every hidden layer."""
     depth: int = 3
     """Number of residual blocks."""
     time_embed: int = 64
     """E, the width of the sinusoidal time embedding before its MLP."""
-    num_classes: int = 0
-    """Number of classes; 0 for an unconditional model. A conditional model has one more
-    embedding, index `num_classes`, the null class used by classifier-free guidance."""
 
     def __post_init__(self):
         for name in ("width", "depth", "time_embed"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes: must be >= 0, got {self.num_classes}")
 
 
 class ResidualBlock(nn.Module):
@@ -53,17 +51,25 @@ class MLPDenoiser(nn.Module):
 
     Implements `Denoiser`: forward(x_t (B, D), t (B,), cond (B,) int64 | None) -> (B, D).
     A conditional model called with cond None uses the null class (the unconditional model).
+
+    Args:
+        dim: D (from the data).
+        cfg: the architecture.
+        num_classes: 0 for an unconditional model. A conditional model has one more embedding,
+            index `num_classes`, the null class used by classifier-free guidance.
     """
 
-    def __init__(self, dim: int, cfg: MLPDenoiserConfig | None = None):
+    def __init__(self, dim: int, cfg: MLPDenoiserConfig | None = None, num_classes: int = 0):
         super().__init__()
+        if num_classes < 0:
+            raise ValueError(f"num_classes: must be >= 0, got {num_classes}")
         cfg = cfg or MLPDenoiserConfig()
-        self.dim, self.cfg = dim, cfg
+        self.dim, self.cfg, self.num_classes = dim, cfg, num_classes
         self.input = nn.Linear(dim, cfg.width)
         self.time = nn.Sequential(
             nn.Linear(cfg.time_embed, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width)
         )
-        self.classes = nn.Embedding(cfg.num_classes + 1, cfg.width) if cfg.num_classes else None
+        self.classes = nn.Embedding(num_classes + 1, cfg.width) if num_classes else None
         self.blocks = nn.ModuleList(ResidualBlock(cfg.width) for _ in range(cfg.depth))
         self.out = nn.Sequential(nn.LayerNorm(cfg.width), nn.SiLU(), nn.Linear(cfg.width, dim))
         self.initialize_weights()
@@ -79,7 +85,7 @@ class MLPDenoiser(nn.Module):
     @property
     def null_class(self) -> int | None:
         """Label index of "no class" for classifier-free guidance; None if unconditional."""
-        return self.cfg.num_classes if self.cfg.num_classes else None
+        return self.num_classes if self.num_classes else None
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         assert x_t.ndim == 2 and x_t.shape[1] == self.dim, (
@@ -88,7 +94,7 @@ class MLPDenoiser(nn.Module):
         c = self.time(timestep_embedding(t, self.cfg.time_embed).to(x_t.dtype))  # (B, W)
         if self.classes is not None:
             if cond is None:
-                cond = torch.full_like(t, self.cfg.num_classes, dtype=torch.long)
+                cond = torch.full_like(t, self.num_classes, dtype=torch.long)
             assert cond.shape == t.shape, f"cond must be (B,), got {tuple(cond.shape)}"
             c = c + self.classes(cond)
         elif cond is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -43,6 +44,8 @@ BOUND_EPS = 1e-3
 
 @dataclass
 class FSQConfig:
+    kind: Literal["fsq"] = "fsq"
+    """Finite scalar quantisation."""
     levels: tuple[int, ...] = (8, 5, 5, 5)
     """Quantisation levels per channel (one entry per latent channel); the codebook size is
     their product. The paper recommends e.g. (8, 5, 5, 5) for 2^10, (8, 8, 8, 5, 5, 5) for 2^16."""

@@ -20,6 +20,7 @@ Legend: B batch, C channels, S spatial dims, N tokens (B * prod(S)).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -38,6 +39,8 @@ DEAD_VARIANCE = 1e-4
 
 @dataclass
 class IdentityConfig:
+    kind: Literal["identity"] = "identity"
+    """A plain autoencoder."""
     normalize: bool = False
     """Standardise each latent channel (batch statistics in training, running statistics in
     eval; no learnable scale or shift)."""

@@ -12,6 +12,7 @@ Legend: B batch, C latent channels, S spatial dims.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -20,6 +21,8 @@ from latentlab.tokenizers.bottlenecks.base import Bottleneck, BottleneckOutput, 
 
 @dataclass
 class KLConfig:
+    kind: Literal["kl"] = "kl"
+    """A VAE's diagonal Gaussian posterior."""
     weight: float = 1e-4
     """Weight of the KL term in the loss."""
     logvar_min: float = -30.0

@@ -17,6 +17,7 @@ Legend: B batch, C channels, S spatial dims, N tokens (B * prod(S)), K = 2^C cod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,8 @@ MAX_CHANNELS = 16
 
 @dataclass
 class LFQConfig:
+    kind: Literal["lfq"] = "lfq"
+    """Lookup-free quantisation."""
     entropy_weight: float = 0.1
     """Weight of the entropy penalty (per-sample entropy - diversity * codebook entropy)."""
     commitment: float = 0.25

@@ -43,6 +43,8 @@ from latentlab.tokenizers.bottlenecks.usage import CodeUsage, code_histogram
 
 @dataclass
 class VQConfig:
+    kind: Literal["vq"] = "vq"
+    """Vector quantisation."""
     codebook_size: int = 512
     """Number of codes K."""
     beta: float = 0.25

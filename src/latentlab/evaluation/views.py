@@ -7,10 +7,10 @@ generation figure is measured in several views and named after it (`fd_inf/pixel
 - `pixels`: the raw pixels, flattened; for images of more than 64 values, their projection on
   the top 64 principal components of the training split;
 - `classifier`: the penultimate features of the supervised domain classifier
-  (`metrics.features`); for unlabelled images, of the flip-prediction network;
+  (`evaluation.features`); for unlabelled images, of the flip-prediction network;
 - `probabilities`: that classifier's class probabilities (labelled data only);
 - `ssl`: a self-supervised contrastive encoder with another architecture and seed
-  (`metrics.ssl`), images only;
+  (`evaluation.ssl`), images only;
 - `inception`: a user-supplied Inception extractor (a torch.export `.pt2`), images only.
 
 Vectors (the mixture toy) get `pixels` (their coordinates), `classifier` and `probabilities`.
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentlab.metrics.features import feature_network
+from latentlab.evaluation.features import feature_network
 from latentlab.metrics.generation import Embed, frechet_distance
 
 PIXEL_COMPONENTS = 64  # the pixels view keeps at most this many dimensions
@@ -142,7 +142,7 @@ def dataset_views(spec: str, train_items: torch.Tensor, cache_dir: str | os.Path
         ({view name: embedding function (N, ...) -> (N, F)}, judges) with judges
         feature_net_accuracy and, for images, ssl_retrieval and ssl_knn_accuracy.
     """
-    from latentlab.metrics.ssl import ssl_network  # only images need it
+    from latentlab.evaluation.ssl import ssl_network  # only images need it
 
     net = feature_network(spec, cache_dir)
     views: dict[str, Embed] = {"pixels": PixelView(train_items), "classifier": net.embed}

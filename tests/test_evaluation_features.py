@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latentlab.data import ArrayDataset, load_dataset
-from latentlab.metrics.features import (
+from latentlab.evaluation.features import (
     NAME,
     FeatureNet,
     FeatureNetConfig,

@@ -1,6 +1,6 @@
 """The self-supervised view: a contrastive encoder trained on a dataset's images without labels.
 
-An independent judge beside the supervised classifier (`metrics.features`): another
+An independent judge beside the supervised classifier (`evaluation.features`): another
 architecture (narrower, strided convolutions with BatchNorm and ReLU, no pooling, a linear
 layer over the whole final map), another objective (SimCLR, Chen et al. 2020: two
 augmentations of an image must find each other among the batch, NT-Xent loss), another seed.
@@ -29,7 +29,7 @@ from torch import nn
 
 from latentlab.data.base import LatentlabDataset
 from latentlab.errors import DataError
-from latentlab.metrics.features import (
+from latentlab.evaluation.features import (
     JudgeTraining,
     cache_directory,
     conv_stages,

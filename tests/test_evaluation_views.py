@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from latentlab.data import ArrayDataset, load_dataset
+from latentlab.evaluation.ssl import SSLConfig, SSLNet, nt_xent, ssl_network, train_ssl_net
+from latentlab.evaluation.views import PixelView, dataset_views
 from latentlab.metrics.generation import frechet_distance, view_metrics
-from latentlab.metrics.ssl import SSLConfig, SSLNet, nt_xent, ssl_network, train_ssl_net
-from latentlab.metrics.views import PixelView, dataset_views
 
 
 @pytest.fixture(scope="module")

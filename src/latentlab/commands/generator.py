@@ -1,0 +1,86 @@
+"""`latentlab train-generator` and `sample`: train a generator on a tokenizer's latent, pixels
+or vectors (see `latentlab.generation.train`), and draw samples from it (see
+`latentlab.generation.sample`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from latentlab import config as C
+from latentlab.commands.common import config_parser, configured, run_mode, run_options
+from latentlab.errors import UserError
+from latentlab.training.rundir import CONFIG
+
+
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from latentlab.generation.config import GeneratorRunConfig
+    from latentlab.generation.train import train_generator
+
+    mode = None if args.help or args.help_all else run_mode(args)
+    overrides = C.overrides_from(args)
+    if not args.config and args.resume and args.out:
+        stored = Path(args.out) / CONFIG
+        if not stored.exists():
+            raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
+        args.config = stored
+    cfg = C.load(GeneratorRunConfig, args.config, overrides)
+    if configured(args, cfg):
+        return 0
+    metrics = train_generator(cfg, args.out, mode)
+    print("test: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics["test"].items()))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from latentlab.generation.sample import sample_to_file
+
+    labels = None
+    if args.labels:
+        try:
+            labels = [int(v) for v in args.labels.split(",")]
+        except ValueError:
+            raise UserError(f"--labels: expected comma-separated integers, got "
+                            f"'{args.labels}'") from None
+    done = sample_to_file(args.generator, args.n, args.out, labels=labels, steps=args.steps,
+                          guidance=args.cfg, seed=args.seed, grid=args.grid,
+                          sampler=args.sampler, layout=args.format)
+    print(f"wrote {done['out']} ({done['n']} samples)" + (f" and {args.grid}" if args.grid
+                                                          else ""))
+    return 0
+
+
+def register(sub) -> None:
+    from latentlab.generation.config import GeneratorRunConfig
+
+    p = config_parser(sub, "train-generator", "train a generator on latents, pixels or vectors",
+                      description="Train a generator. With --tokenizer it models that "
+                                  "tokenizer's latent (cached beside it); without, the data. "
+                                  "--help lists the options that act in the chosen "
+                                  "configuration.")
+    p.add_argument("--config", help="YAML config file (see configs/generators/)")
+    run_options(p)
+    C.add_arguments(p, GeneratorRunConfig)
+    p.set_defaults(func=cmd_train_generator)
+
+    p = sub.add_parser("sample", help="draw samples from a trained generator",
+                       description="Sample a trained generator, decode through its tokenizer "
+                                   "and write samples.npz: images uint8 (N, H, W, C), labels "
+                                   "int64 (N,) (-1 for unconditional).")
+    p.add_argument("--generator", required=True, help="run directory of a trained generator")
+    p.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
+    p.add_argument("--labels", help="comma-separated class labels, repeated to fill --n "
+                                    "(default: 0, 1, ..., K-1, 0, ...)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
+    p.add_argument("--sampler", default="", help="sampler name (default: the run's or the "
+                                                 "process's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1: conditional, "
+                                             "0: unconditional)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument("--out", required=True, help="samples file to write (.npz)")
+    p.add_argument("--format", default="latentlab", choices=("latentlab", "adm"),
+                   help="latentlab: images + labels (the public format); adm: also arr_0 "
+                        "uint8 (N, H, W, C) and arr_1 labels, the layout the ADM evaluation "
+                        "suite reads (default: latentlab)")
+    p.add_argument("--grid", help="also save a PNG grid of the first 100 samples")
+    p.set_defaults(func=cmd_sample)

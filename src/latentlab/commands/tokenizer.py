@@ -1,0 +1,86 @@
+"""`latentlab train-tokenizer` and `encode`: train a decomposer (see `latentlab.recipes.train`),
+and encode a dataset through it into a latent cache (see `latentlab.generation.encode`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from latentlab import config as C
+from latentlab.commands.common import config_parser, configured, run_mode, run_options
+from latentlab.errors import UserError
+from latentlab.training.rundir import CONFIG
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from latentlab.recipes.presets import TOKENIZER_PRESETS
+    from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
+
+    mode = None if args.help or args.help_all else run_mode(args)
+    overrides = C.overrides_from(args)
+    if args.config:
+        cfg = C.load(TokenizerRunConfig, args.config, overrides)
+    elif args.resume and args.out:  # continue with the run's own configuration
+        stored = Path(args.out) / CONFIG
+        if not stored.exists():
+            raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
+        cfg = C.load(TokenizerRunConfig, stored, overrides)
+    else:
+        preset = TOKENIZER_PRESETS[args.preset]
+        cfg = C.from_dict(TokenizerRunConfig, C.apply_overrides(C.to_dict(preset), overrides))
+    if configured(args, cfg):
+        return 0
+    metrics = train_tokenizer(cfg, args.out, mode)
+    _print_summary(metrics)
+    return 0
+
+
+def _print_summary(metrics: dict) -> None:
+    test = metrics.get("test", {})
+    parts = [f"{k} {v:.4g}" for k, v in test.items()]
+    print("test: " + ", ".join(parts) + f" (mean-image MSE {metrics['mean_image_mse']:.4g})")
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from latentlab.data import load_dataset
+    from latentlab.generation.encode import default_cache_path, encode_dataset, source_record
+    from latentlab.tokenizers.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(args.tokenizer)
+    out = Path(args.out) if args.out else default_cache_path(args.tokenizer, args.data,
+                                                               args.split)
+    data = load_dataset(args.data, args.split)
+    try:
+        path = encode_dataset(tokenizer, data, out, source_record(args.tokenizer, tokenizer),
+                              overwrite=args.overwrite)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(f"wrote {path} ({len(data)} items)")
+    return 0
+
+
+def register(sub) -> None:
+    from latentlab.recipes.presets import TOKENIZER_PRESETS
+    from latentlab.recipes.train import TokenizerRunConfig
+
+    p = config_parser(sub, "train-tokenizer", "train a decomposer (tokenizer)",
+                      description="Train a decomposer. Settings come from the preset, then "
+                                  "--config FILE.yaml, then the dotted options below; --help "
+                                  "lists those that act in the chosen configuration.")
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument("--preset", default="digits-kl", choices=sorted(TOKENIZER_PRESETS),
+                   metavar="NAME", help="built-in configuration used when no --config is "
+                   "given, DATASET-BOTTLENECK as configs/NAME.yaml (default: digits-kl)")
+    run_options(p)
+    C.add_arguments(p, TokenizerRunConfig)
+    p.set_defaults(func=cmd_train_tokenizer)
+
+    p = sub.add_parser("encode", help="encode a dataset through a tokenizer into a latent cache",
+                       description="Encode one split of a dataset through a trained tokenizer "
+                                   "into a latent cache (safetensors shards, memory-mapped).")
+    p.add_argument("--tokenizer", required=True, help="run directory of a trained tokenizer")
+    p.add_argument("--data", required=True, help="dataset spec, e.g. digits")
+    p.add_argument("--split", default="train", choices=["train", "test"])
+    p.add_argument("--out", help="cache directory (default: TOKENIZER/caches/SPEC-SPLIT)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    p.set_defaults(func=cmd_encode)

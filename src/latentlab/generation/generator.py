@@ -1,0 +1,174 @@
+"""A trained generator that describes itself, as a tokenizer does: `Generator.save(dir)` writes a
+folder from which `Generator.load(dir)` rebuilds it, needing nothing else.
+
+    DIR/generator.safetensors   the network's weights (after training, the EMA weights), with
+                                the family and the latentlab version in the header
+    DIR/generator.yaml          the run's configuration (`GeneratorRunConfig`), as config.yaml
+    DIR/modelled.json           what it models (`Modelled`) and the tokenizer run it names
+
+A `train-generator` run keeps this folder as RUN/generator/, and `load` takes the run directory
+as well. Runs written before the folder held its configuration keep loading: theirs is the run's
+config.yaml, beside the folder. The tokenizer whose latent a generator models is not part of it:
+`generation.sample` loads it to decode, and a codec holds its own.
+
+Legend: N samples, S one item's shape (`Modelled.shape`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from latentlab import __version__
+from latentlab import config as C
+from latentlab.errors import CheckpointError, ConfigError, UserError
+from latentlab.generation.config import GeneratorRunConfig
+from latentlab.generation.models import Modelled, build_models, build_process
+from latentlab.io import atomic_path, write_json, write_text
+from latentlab.tokenizers.tokenizer import load_weights
+
+WEIGHTS, CONFIG, MODELLED = "generator.safetensors", "generator.yaml", "modelled.json"
+FOLDER, RUN_CONFIG = "generator", "config.yaml"  # a run's generator folder, its config
+
+
+class Generator(nn.Module):
+    """A generator network, its process (flow, ddpm, vpsde; None for ar and gan), what it models
+    and the run configuration it was built from.
+
+    Args:
+        cfg: the run's configuration; `cfg.generator` builds the network and the process.
+        what: what it models (item shape, kind, classes, vocabulary).
+        network: the (trained) network to hold; None builds a freshly initialised one.
+    """
+
+    def __init__(self, cfg: GeneratorRunConfig, what: Modelled, network: nn.Module | None = None):
+        super().__init__()
+        self.cfg, self.what = cfg, what
+        self.network = network if network is not None else build_models(cfg.generator,
+                                                                         what)["model"]
+        self.process = build_process(cfg.generator)
+
+    @property
+    def family(self) -> str:
+        return self.cfg.generator.family
+
+    def check_request(self, labels: torch.Tensor | None, steps: int, guidance: float | None):
+        """One-line errors for requests this generator cannot serve."""
+        if steps < 1:
+            raise UserError(f"--steps must be >= 1, got {steps}")
+        if labels is not None:
+            if not self.what.num_classes:
+                raise UserError("--labels: this generator is unconditional")
+            bad = labels[(labels < 0) | (labels >= self.what.num_classes)]
+            if len(bad):
+                raise UserError(f"--labels: {int(bad[0])} is outside the trained classes "
+                                f"0..{self.what.num_classes - 1}")
+        if guidance is not None and not self.what.num_classes:
+            raise UserError("--cfg: classifier-free guidance needs a class-conditional "
+                            "generator; this one is unconditional")
+        if guidance is not None and self.family == "gan":
+            raise UserError("--cfg: a GAN has no classifier-free guidance")
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, *, steps: int | None = None,
+               guidance: float | None = None, generator: torch.Generator | None = None,
+               sampler: str = "") -> torch.Tensor:
+        """(n, *S) items: normalised latents, pixels or vectors in the network's dtype, or
+        int64 token indices; on the network's device.
+
+        Args:
+            labels: (n,) int64 classes of a conditional generator, None for unconditional.
+            steps: sampler steps of a process (ar and gan take none); None: the config's.
+            guidance: classifier-free guidance scale (1 = conditional); None for none.
+            generator: the randomness, on the network's device.
+            sampler: a sampler of the process; '' for the config's, else the process's default.
+        """
+        param = next(self.network.parameters())
+        cond = labels.to(param.device) if labels is not None else None
+        if self.family == "ar":
+            tokens = self.network.sample(n, cond, guidance=guidance, generator=generator)
+            return tokens.reshape(n, *self.what.shape)
+        if self.family == "gan":
+            if guidance is not None:
+                raise ValueError("guidance: a GAN has no classifier-free guidance")
+            return self.network.sample(n, cond, generator=generator, device=param.device)
+        steps = steps if steps is not None else self.cfg.generator.steps
+        return self.process.sample(self.network, (n, *self.what.shape), cond, steps=steps,
+                                   sampler=sampler or self.cfg.generator.sampler or None,
+                                   generator=generator, guidance=guidance, device=param.device,
+                                   dtype=param.dtype)
+
+    # ---------------------------------------------------------------- save / load
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the weights, the configuration and what is modelled into `directory`, each
+        file atomically."""
+        directory = Path(directory)
+        tensors = {k: v.detach().cpu().contiguous().clone()
+                   for k, v in self.network.state_dict().items()}
+        header = {"latentlab_version": __version__, "family": self.family}
+        with atomic_path(directory / WEIGHTS) as tmp:
+            save_file(tensors, tmp, metadata=header)
+        write_text(directory / CONFIG, C.dump_yaml(self.cfg))
+        write_json(directory / MODELLED, self.what.as_dict() | {"tokenizer": self.cfg.tokenizer})
+        return directory
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Generator:
+        """A generator from the folder `save` wrote or a `train-generator` run directory, in
+        eval mode on `map_location`. One-line errors name the folder and what it lacks."""
+        folder = find_folder(Path(path))
+        cfg_path = config_path(folder)
+        try:
+            cfg = C.load(GeneratorRunConfig, cfg_path)
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
+        try:
+            generator = cls(cfg, load_modelled(folder))
+        except ConfigError as e:  # the config does not fit what it says it modelled
+            raise CheckpointError(f"{cfg_path}: {e}") from None
+        weights = folder / WEIGHTS
+        if not weights.is_file():
+            raise CheckpointError(f"{folder}: no {WEIGHTS} (not a saved generator)")
+        try:
+            tensors = load_file(weights)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{weights}: cannot be read ({e})") from None
+        load_weights(generator.network, tensors, str(weights))
+        return generator.to(map_location).eval()
+
+
+def find_folder(path: Path) -> Path:
+    """The generator folder at `path`: `path` itself, or a run directory's generator/."""
+    if (path / MODELLED).is_file():
+        return path
+    if (path / FOLDER / MODELLED).is_file():
+        return path / FOLDER
+    raise CheckpointError(f"{path}: not a generator run or folder (no {MODELLED} in it or in "
+                          f"{FOLDER}/)")
+
+
+def config_path(folder: Path) -> Path:
+    """The folder's generator.yaml, or for a run written before it existed the run's
+    config.yaml beside the folder."""
+    if (folder / CONFIG).is_file():
+        return folder / CONFIG
+    if folder.name == FOLDER and (folder.parent / RUN_CONFIG).is_file():
+        return folder.parent / RUN_CONFIG
+    raise CheckpointError(f"{folder}: no {CONFIG} (nor a run's {RUN_CONFIG} above it)")
+
+
+def load_modelled(folder: Path) -> Modelled:
+    """What the generator in `folder` models, from its modelled.json."""
+    path = folder / MODELLED
+    try:
+        record = json.loads(path.read_text())
+        return Modelled(tuple(record["shape"]), record["kind"], record["num_classes"],
+                        record["vocab_size"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
