@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from latentlab import config as C
+from latentlab.commands import options
 from latentlab.errors import ConfigError
 from latentlab.recipes.train import TokenizerRunConfig
 
@@ -61,12 +62,12 @@ def test_bad_files_are_named(tmp_path):
 
 def test_cli_options_carry_docs_and_types():
     parser = argparse.ArgumentParser()
-    C.add_arguments(parser, TokenizerRunConfig)
+    options.add_arguments(parser, TokenizerRunConfig)
     help_text = parser.format_help()
     assert "--train.steps" in help_text and "Optimizer steps to train for" in help_text
     args = parser.parse_args(["--train.steps", "12", "--model.arch.ch_mult", "[1,2,2]",
                               "--data.spec", "123", "--train.channels_last", "false"])
-    overrides = C.overrides_from(args)
+    overrides = options.overrides_from(args)
     assert overrides == {"train.steps": 12, "model.arch.ch_mult": [1, 2, 2], "data.spec": "123",
                          "train.channels_last": False}
     cfg = C.load(TokenizerRunConfig, None, overrides)

@@ -19,7 +19,6 @@ that older versions wrote.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import functools
@@ -105,12 +104,6 @@ def switched(section: T | None, on: bool, default: type[T]) -> T | None:
     return default() if section is None else section
 
 
-def unused_overrides(cfg: Any, overrides: dict[str, Any]) -> list[str]:
-    """The dotted overrides that do not act in `cfg` (a section its switch turned off)."""
-    acting = {name for name, *_ in _leaves(type(cfg), cfg)}
-    return [k for k in overrides if k not in acting]
-
-
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -119,14 +112,14 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
+        return " | ".join(type_name(a) for a in args)
     if origin in (tuple, list):
-        return f"list of {_type_name(args[0])}" if args else "list"
+        return f"list of {type_name(args[0])}" if args else "list"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -135,7 +128,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Check `value` against the annotation `tp`, converting where it is lossless."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    fail = ConfigError(f"{name} must be {_type_name(tp)}, got {value!r}")
+    fail = ConfigError(f"{name} must be {type_name(tp)}, got {value!r}")
     members = sections(tp)
     if members and isinstance(value, dict):
         if kind_of(members[0]) is None:
@@ -299,14 +292,6 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
     return data
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value read as YAML: '500' -> 500, 'true' -> True, '[1,2]' -> [1, 2]."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from a file, with a one-line error naming the file when it is not one."""
     path = Path(path)
@@ -335,7 +320,7 @@ def load(cls: type[T], path: str | Path | None = None,
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
 
-def _leaves(cls: type, cfg: Any = None, prefix: str = "", every: bool = False):
+def leaves(cls: type, cfg: Any = None, prefix: str = "", every: bool = False):
     """(dotted name, type, value, doc) for every leaf field of a nested dataclass.
 
     With `cfg` (an instance of `cls`) the values are its own and only what acts is listed: the
@@ -359,47 +344,9 @@ def _leaves(cls: type, cfg: Any = None, prefix: str = "", every: bool = False):
                    docs.get(f.name, ""))
         if every:
             for m in members:
-                yield from _leaves(m, value if isinstance(value, m) else None, f"{name}.", True)
+                yield from leaves(m, value if isinstance(value, m) else None, f"{name}.", True)
         elif value is not None and value is not dataclasses.MISSING:
-            yield from _leaves(type(value), value, f"{name}.")
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--a.b VALUE` option per leaf field of `cls`, every kind's (so that any can be set),
-    documented from its docstring. `show_acting` then narrows the help to one config."""
-    groups: dict[str, Any] = {}
-    seen: set[str] = set()
-    for name, tp, default, doc in _leaves(cls, every=True):
-        if name in seen:
-            continue
-        seen.add(name)
-        section = name.rsplit(".", 1)[0] if "." in name else None
-        target = parser if section is None else groups.setdefault(
-            section, parser.add_argument_group(f"{section} options"))
-        shown = "" if default is dataclasses.MISSING else f" (default: {default!r})"
-        shown_type = _type_name(tp) if typing.get_origin(tp) is Literal else _type_name(tp).upper()
-        action = target.add_argument(
-            f"--{name}", dest=f"cfg:{name}", metavar=shown_type, help=f"{doc}{shown}",
-            type=str if tp is str else parse_value, default=argparse.SUPPRESS)
-        action.doc = doc
-
-
-def show_acting(parser: argparse.ArgumentParser, cfg: Any) -> None:
-    """Narrow the help of the options `add_arguments` made to those that act in `cfg` (the chosen
-    kind of each union, no section that is off), with `cfg`'s values as their defaults; the
-    others stay accepted, but hidden."""
-    acting = {name: value for name, _, value, _ in _leaves(type(cfg), cfg)}
-    for action in parser._actions:
-        name = action.dest.removeprefix("cfg:")
-        if name == action.dest:
-            continue
-        action.help = (f"{action.doc} (default: {acting[name]!r})" if name in acting
-                       else argparse.SUPPRESS)
-
-
-def overrides_from(namespace: argparse.Namespace) -> dict[str, Any]:
-    """The dotted overrides a user gave on the command line (options added by add_arguments)."""
-    return {k[4:]: v for k, v in vars(namespace).items() if k.startswith("cfg:")}
+            yield from leaves(type(value), value, f"{name}.")
 
 
 def dump_yaml(cfg: Any, comments: bool = True) -> str:

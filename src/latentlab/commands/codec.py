@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latentlab.commands import options
 from latentlab.commands.common import run_mode, run_options
 from latentlab.errors import UserError
 
@@ -44,7 +45,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     from latentlab.training.rundir import CONFIG
 
     mode = run_mode(args)
-    overrides = C.overrides_from(args)
+    overrides = options.overrides_from(args)
     if args.config:
         cfg = C.load(CodecRunConfig, args.config, overrides)
     elif mode == "resume":
@@ -110,7 +111,6 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from latentlab import config as C
     from latentlab.codec.train import CODEC_PRESETS, CodecRunConfig
 
     p = sub.add_parser(
@@ -122,7 +122,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default="digits-vq", choices=CODEC_PRESETS, metavar="NAME",
                    help=f"tokenizer preset: {', '.join(CODEC_PRESETS)} (default: digits-vq)")
     run_options(p)
-    C.add_arguments(p, CodecRunConfig)
+    options.add_arguments(p, CodecRunConfig)
     p.set_defaults(func=cmd_train_codec)
 
     p = sub.add_parser("compress", help="compress images into one codec file",

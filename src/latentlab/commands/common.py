@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from latentlab import config as C
+from latentlab.commands import options
 from latentlab.errors import UserError
 
 
@@ -28,7 +28,9 @@ def config_parser(sub, name: str, what: str, **kwargs) -> argparse.ArgumentParse
     """The parser of a subcommand whose settings are a config: its `--a.b` options (added by
     `config.add_arguments`) are every kind's, so any can be set; `--help` lists those that act
     in the configuration the other arguments compose, with its values, and `--help-all` all."""
-    p = sub.add_parser(name, add_help=False, help=what,
+    # dotted names are long: the help column starts further right than argparse's 24
+    p = sub.add_parser(name, add_help=False, help=what, formatter_class=lambda prog:
+                       argparse.HelpFormatter(prog, max_help_position=36),
                        usage=f"latentlab {name} --out DIR [--config FILE] [--a.b VALUE ...]",
                        **kwargs)
     p.add_argument("-h", "--help", action="store_true",
@@ -45,12 +47,12 @@ def configured(args: argparse.Namespace, cfg) -> bool:
     one-line error)."""
     if args.help or args.help_all:
         if not args.help_all:
-            C.show_acting(args.parser, cfg)
+            options.show_acting(args.parser, cfg)
         args.parser.print_help()
         return True
     if args.out is None:
         raise UserError("--out: required (the run directory)")
-    unused = C.unused_overrides(cfg, C.overrides_from(args))
+    unused = options.unused_overrides(cfg, options.overrides_from(args))
     if unused:
         raise UserError(f"--{unused[0]}: does not act in this configuration (its section is "
                         "off; see --help)")

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from latentlab import config as C
+from latentlab.commands import options
 from latentlab.commands.common import config_parser, configured, run_mode, run_options
 from latentlab.errors import UserError
 from latentlab.training.rundir import CONFIG
@@ -18,7 +19,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from latentlab.generation.train import train_generator
 
     mode = None if args.help or args.help_all else run_mode(args)
-    overrides = C.overrides_from(args)
+    overrides = options.overrides_from(args)
     if not args.config and args.resume and args.out:
         stored = Path(args.out) / CONFIG
         if not stored.exists():
@@ -60,7 +61,7 @@ def register(sub) -> None:
                                   "configuration.")
     p.add_argument("--config", help="YAML config file (see configs/generators/)")
     run_options(p)
-    C.add_arguments(p, GeneratorRunConfig)
+    options.add_arguments(p, GeneratorRunConfig)
     p.set_defaults(func=cmd_train_generator)
 
     p = sub.add_parser("sample", help="draw samples from a trained generator",

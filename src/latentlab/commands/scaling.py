@@ -12,6 +12,7 @@ import json
 import sys
 
 from latentlab import config as C
+from latentlab.commands import options
 from latentlab.commands.common import run_mode as _mode
 from latentlab.commands.common import run_options as _run_options
 
@@ -21,7 +22,8 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     from latentlab.training.skeleton import config_file
 
     mode = _mode(args)
-    cfg = C.load(ScalingConfig, config_file(args.config, args.out, mode), C.overrides_from(args))
+    cfg = C.load(ScalingConfig, config_file(args.config, args.out, mode),
+                 options.overrides_from(args))
     result = scaling_study(cfg, args.cache, args.out, mode, test_cache=args.test_cache)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -44,5 +46,5 @@ def register(sub) -> None:
                                         "tail")
     p.add_argument("--config", help="YAML file of the study's settings")
     _run_options(p, default_out="runs/scaling")
-    C.add_arguments(p, ScalingConfig)
+    options.add_arguments(p, ScalingConfig)
     p.set_defaults(func=cmd_scaling)

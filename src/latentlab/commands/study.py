@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from latentlab import config as C
+from latentlab.commands import options
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     from latentlab.study.config import load_study
     from latentlab.study.run import headline, run_study
 
-    cfg = load_study(args.config, C.overrides_from(args))
+    cfg = load_study(args.config, options.overrides_from(args))
     summary = run_study(cfg, args.out, overwrite=args.overwrite)
     print(f"report:  {args.out}/report.html")
     print(f"summary: {args.out}/summary.json")
@@ -33,5 +33,5 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="study directory (created, or continued)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the study in --out and start again")
-    C.add_arguments(p, StudyConfig)
+    options.add_arguments(p, StudyConfig)
     p.set_defaults(func=cmd_study)

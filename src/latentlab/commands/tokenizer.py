@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from latentlab import config as C
+from latentlab.commands import options
 from latentlab.commands.common import config_parser, configured, run_mode, run_options
 from latentlab.errors import UserError
 from latentlab.training.rundir import CONFIG
@@ -17,7 +18,7 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from latentlab.recipes.train import TokenizerRunConfig, train_tokenizer
 
     mode = None if args.help or args.help_all else run_mode(args)
-    overrides = C.overrides_from(args)
+    overrides = options.overrides_from(args)
     if args.config:
         cfg = C.load(TokenizerRunConfig, args.config, overrides)
     elif args.resume and args.out:  # continue with the run's own configuration
@@ -72,7 +73,7 @@ def register(sub) -> None:
                    metavar="NAME", help="built-in configuration used when no --config is "
                    "given, DATASET-BOTTLENECK as configs/NAME.yaml (default: digits-kl)")
     run_options(p)
-    C.add_arguments(p, TokenizerRunConfig)
+    options.add_arguments(p, TokenizerRunConfig)
     p.set_defaults(func=cmd_train_tokenizer)
 
     p = sub.add_parser("encode", help="encode a dataset through a tokenizer into a latent cache",

@@ -11,6 +11,7 @@ import json
 import sys
 
 from latentlab import config as C
+from latentlab.commands import options
 from latentlab.commands.common import run_mode
 from latentlab.errors import ConfigError
 
@@ -24,7 +25,7 @@ def cmd_toy_mixture(args: argparse.Namespace) -> int:
     mode = run_mode(args)
     if mode != "new" and not args.out:
         raise ConfigError(f"--{mode}: needs --out (the study to {mode})")
-    cfg = C.load(ToyConfig, config_file(args.config, args.out, mode), C.overrides_from(args))
+    cfg = C.load(ToyConfig, config_file(args.config, args.out, mode), options.overrides_from(args))
     if args.threads < 0:
         raise ConfigError(f"--threads: must be >= 0, got {args.threads}")
     if args.threads:
@@ -58,5 +59,5 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; layers this small only contend with more (default: "
                         "1; 0 leaves torch's default)")
-    C.add_arguments(p, ToyConfig)
+    options.add_arguments(p, ToyConfig)
     p.set_defaults(func=cmd_toy_mixture)
