@@ -28,9 +28,7 @@ def config_parser(sub, name: str, what: str, **kwargs) -> argparse.ArgumentParse
     """The parser of a subcommand whose settings are a config: its `--a.b` options (added by
     `config.add_arguments`) are every kind's, so any can be set; `--help` lists those that act
     in the configuration the other arguments compose, with its values, and `--help-all` all."""
-    # dotted names are long: the help column starts further right than argparse's 24
-    p = sub.add_parser(name, add_help=False, help=what, formatter_class=lambda prog:
-                       argparse.HelpFormatter(prog, max_help_position=36),
+    p = sub.add_parser(name, add_help=False, help=what,
                        usage=f"latentlab {name} --out DIR [--config FILE] [--a.b VALUE ...]",
                        **kwargs)
     p.add_argument("-h", "--help", action="store_true",
