@@ -54,7 +54,7 @@ def test_each_family_covers_every_mode_of_the_mixture(tmp_path, family):
         cfg = replace_train(cfg, steps=1500, lr=1e-3, betas=(0.5, 0.999), ema=0.0,
                             schedule="constant", grad_clip=0.0, warmup=0)
         cfg = dataclasses.replace(cfg, generator=dataclasses.replace(
-            cfg.generator, gan=dataclasses.replace(cfg.generator.gan, noise_dim=8)))
+            cfg.generator, network=dataclasses.replace(cfg.generator.network, noise_dim=8)))
     train_generator(cfg, tmp_path / "run")
     sample_to_file(tmp_path / "run", 1600, tmp_path / "s.npz", steps=50)
     with np.load(tmp_path / "s.npz") as f:

@@ -68,8 +68,8 @@ class TokenizerConfig:
         if isinstance(arch, str) or "conv" in data or "mlp" in data:
             kind = arch if isinstance(arch, str) else (arch or {}).get("kind", "conv")
             sections = {k: data.pop(k, {}) for k in ("conv", "mlp")}
-            data["arch"] = {"kind": kind, **sections[kind],
-                            **(arch if isinstance(arch, dict) else {})}
+            data["arch"] = {**(arch if isinstance(arch, dict) else {}), "kind": kind,
+                            **sections[kind]}
         bottleneck = data.get("bottleneck")
         if isinstance(bottleneck, dict) and any(isinstance(bottleneck.get(k), dict)
                                                 for k in BOTTLENECKS):
