@@ -84,8 +84,9 @@ def test_every_preset_builds_on_its_data_and_has_a_finite_gradient(name):
 @pytest.mark.parametrize("name", TRAINED)
 def test_short_run_beats_the_mean_image(tmp_path, name):
     preset = TOKENIZER_PRESETS[name]
-    small = "32" in name  # 32x32 presets: fewer, smaller steps keep the suite quick
-    cfg = replace_train(preset, steps=120 if small else 300, batch_size=16 if small else 32,
+    small = "32" in name  # 32x32 presets: fewer, smaller steps keep the suite quick (at 80
+    # steps shapes32-fsq and faces32-lfq reach 0.38 and 0.31 of the mean image's MSE)
+    cfg = replace_train(preset, steps=80 if small else 300, batch_size=16 if small else 32,
                         warmup=20, eval_every=0, checkpoint_every=1000, log_every=100)
     metrics = train_tokenizer(small_data(cfg, name), tmp_path / "run")
     assert metrics["test"]["mse"] < 0.6 * metrics["mean_image_mse"], metrics["test"]
