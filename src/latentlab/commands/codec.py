@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from latentlab.commands import options
-from latentlab.commands.common import run_mode, run_options
+from latentlab.commands.common import given_config, run_mode, run_options
 from latentlab.errors import UserError
 
 POLICY = ("Images of any size are coded as tiles of the tokenizer's training resolution: each "
@@ -42,18 +42,11 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     from latentlab import config as C
     from latentlab.codec.train import CodecRunConfig, PriorConfig, train_codec
     from latentlab.recipes.presets import TOKENIZER_PRESETS
-    from latentlab.training.rundir import CONFIG
 
     mode = run_mode(args)
     overrides = options.overrides_from(args)
-    if args.config:
-        cfg = C.load(CodecRunConfig, args.config, overrides)
-    elif mode == "resume":
-        stored = Path(args.out) / CONFIG
-        if not stored.exists():
-            raise UserError(f"{args.out}: no codec run to resume (no {CONFIG})")
-        cfg = C.load(CodecRunConfig, stored, overrides)
-    else:
+    cfg = given_config(args, CodecRunConfig, overrides)
+    if cfg is None:
         base = {"tokenizer": C.to_dict(TOKENIZER_PRESETS[args.preset]),
                 "prior": C.to_dict(PriorConfig())}
         cfg = C.from_dict(CodecRunConfig, C.apply_overrides(base, overrides))

@@ -1,11 +1,15 @@
-"""Helpers the subcommands share: the run-directory options and the order settings merge in."""
+"""Helpers the subcommands share: the run-directory options, where a config comes from, and
+the help of a config command."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from latentlab import config as C
 from latentlab.commands import options
 from latentlab.errors import UserError
+from latentlab.training.rundir import CONFIG
 
 
 def run_mode(args: argparse.Namespace) -> str:
@@ -22,6 +26,18 @@ def run_options(p: argparse.ArgumentParser, default_out: str | None = None) -> N
                    help="continue the run in --out from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the run in --out and start again")
+
+
+def given_config(args: argparse.Namespace, cls: type, overrides: dict):
+    """The config of `--config FILE`, or with `--resume` the run's own config.yaml (a run to
+    resume must have one), with `overrides` set; None when neither applies (the command's
+    default then)."""
+    path = args.config
+    if not path and args.resume and args.out:
+        path = Path(args.out) / CONFIG
+        if not path.exists():
+            raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
+    return C.load(cls, path, overrides) if path else None
 
 
 def config_parser(sub, name: str, what: str, **kwargs) -> argparse.ArgumentParser:

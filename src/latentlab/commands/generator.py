@@ -5,13 +5,17 @@ or vectors (see `latentlab.generation.train`), and draw samples from it (see
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from latentlab import config as C
 from latentlab.commands import options
-from latentlab.commands.common import config_parser, configured, run_mode, run_options
+from latentlab.commands.common import (
+    config_parser,
+    configured,
+    given_config,
+    run_mode,
+    run_options,
+)
 from latentlab.errors import UserError
-from latentlab.training.rundir import CONFIG
 
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
@@ -20,12 +24,8 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
 
     mode = None if args.help or args.help_all else run_mode(args)
     overrides = options.overrides_from(args)
-    if not args.config and args.resume and args.out:
-        stored = Path(args.out) / CONFIG
-        if not stored.exists():
-            raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
-        args.config = stored
-    cfg = C.load(GeneratorRunConfig, args.config, overrides)
+    cfg = (given_config(args, GeneratorRunConfig, overrides)
+           or C.load(GeneratorRunConfig, None, overrides))
     if configured(args, cfg):
         return 0
     metrics = train_generator(cfg, args.out, mode)

@@ -8,9 +8,14 @@ from pathlib import Path
 
 from latentlab import config as C
 from latentlab.commands import options
-from latentlab.commands.common import config_parser, configured, run_mode, run_options
+from latentlab.commands.common import (
+    config_parser,
+    configured,
+    given_config,
+    run_mode,
+    run_options,
+)
 from latentlab.errors import UserError
-from latentlab.training.rundir import CONFIG
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
@@ -19,16 +24,9 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
     mode = None if args.help or args.help_all else run_mode(args)
     overrides = options.overrides_from(args)
-    if args.config:
-        cfg = C.load(TokenizerRunConfig, args.config, overrides)
-    elif args.resume and args.out:  # continue with the run's own configuration
-        stored = Path(args.out) / CONFIG
-        if not stored.exists():
-            raise UserError(f"{args.out}: no run to resume (no {CONFIG})")
-        cfg = C.load(TokenizerRunConfig, stored, overrides)
-    else:
-        preset = TOKENIZER_PRESETS[args.preset]
-        cfg = C.from_dict(TokenizerRunConfig, C.apply_overrides(C.to_dict(preset), overrides))
+    cfg = given_config(args, TokenizerRunConfig, overrides) or C.from_dict(
+        TokenizerRunConfig, C.apply_overrides(C.to_dict(TOKENIZER_PRESETS[args.preset]),
+                                              overrides))
     if configured(args, cfg):
         return 0
     metrics = train_tokenizer(cfg, args.out, mode)
