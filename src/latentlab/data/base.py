@@ -24,6 +24,33 @@ EVAL_BATCH = 256  # items per batch of `eval_batches`
 
 
 @dataclass(frozen=True)
+class Scenes:
+    """What the caption of each item of a synthetic dataset was written from, so a judge can
+    check a generated image against its prompt attribute by attribute.
+
+    Attributes:
+        objects: (N, K, A) int64, per object the index of each attribute's value in `names`
+            (attribute a's values are `list(names.values())[a]`); rows of -1 past the last
+            object of an item.
+        stated: (N, K, A) bool, True where the caption states that attribute of that object.
+        relations: (N, K) int64, the relation (an index into `names["relation"]` where the data
+            has relations) that the caption states between object k and object k - 1; -1 none.
+        names: attribute name -> the names of its values, in column order of `objects`.
+    """
+
+    objects: np.ndarray
+    stated: np.ndarray
+    relations: np.ndarray
+    names: dict[str, list[str]]
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def subset(self, idx) -> Scenes:
+        return Scenes(self.objects[idx], self.stated[idx], self.relations[idx], self.names)
+
+
+@dataclass(frozen=True)
 class Batch:
     """A batch as the training loop sees it.
 
@@ -77,6 +104,11 @@ class LatentlabDataset(Dataset):
         """A text description of item i, where the dataset has one."""
         return None
 
+    @property
+    def scenes(self) -> Scenes | None:
+        """The structured attributes behind the captions, where the dataset has them."""
+        return None
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.load(i)
         return x, torch.tensor(y, dtype=torch.int64)
@@ -102,10 +134,11 @@ class ArrayDataset(LatentlabDataset):
         class_names: one name per class (labels must lie in range).
         name: the spec string, used in messages and fingerprints.
         captions: optional text per item.
+        scenes: optional structured attributes per item (see `Scenes`).
     """
 
     def __init__(self, data, labels, class_names: list[str], name: str,
-                 captions: list[str] | None = None):
+                 captions: list[str] | None = None, scenes: Scenes | None = None):
         data = torch.as_tensor(data)
         if len(data) == 0:
             raise DataError(f"{name}: the dataset is empty")
@@ -130,6 +163,15 @@ class ArrayDataset(LatentlabDataset):
         self.name = name
         self.shape = tuple(data.shape[1:])
         self.captions = captions
+        if captions is not None and len(captions) != n:
+            raise DataError(f"{name}: {len(captions)} captions for {n} items")
+        if scenes is not None and len(scenes) != n:
+            raise DataError(f"{name}: attributes of {len(scenes)} items for {n} items")
+        self._scenes = scenes
+
+    @property
+    def scenes(self) -> Scenes | None:
+        return self._scenes
 
     def __len__(self) -> int:
         return len(self.data)

@@ -1,10 +1,12 @@
-"""Procedural shapes: one coloured circle, square or triangle on black, with a caption.
+"""Procedural shapes: one coloured circle, square or triangle on black, with a caption and
+the structured attributes the caption was written from (`Scenes`), so prompt adherence can be
+scored exactly.
 
 Every item is a pure function of (seed, split, index), so the dataset is the same on every
 machine and item i does not depend on n. Shapes are drawn with PIL at 4x the resolution and
 box-filtered down, which antialiases their edges.
 
-Legend: N items, S image side.
+Legend: N items, S image side, K objects per item at most, A attributes per object.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 from einops import rearrange
 from PIL import Image, ImageDraw
 
-from latentlab.data.base import ArrayDataset
+from latentlab.data.base import ArrayDataset, Scenes
 
 SHAPES = ["circle", "square", "triangle"]
 PALETTE = {
@@ -31,6 +33,10 @@ POSITIONS = [
     ["left", "center", "right"],
     ["bottom left", "bottom", "bottom right"],
 ]
+SIZES = ["small", "large"]
+CELLS = [name for row in POSITIONS for name in row]  # row-major 3x3 grid cells
+ATTRIBUTES = {"shape": SHAPES, "colour": list(PALETTE), "size": SIZES, "position": CELLS}
+MAX_OBJECTS = 1
 SUPERSAMPLE = 4
 RADIUS = (0.15, 0.3)  # half the shape's extent, as a fraction of the image side
 _SPLIT_IDS = {"train": 0, "test": 1}
@@ -59,21 +65,31 @@ def describe_position(cx: float, cy: float, size: int) -> str:
     return POSITIONS[row][col]
 
 
-def item(seed: int, split: str, i: int, size: int) -> tuple[np.ndarray, int, str]:
-    """Item i of a split: (3, S, S) uint8 image, shape label, caption."""
+def item(seed: int, split: str, i: int, size: int
+         ) -> tuple[np.ndarray, int, str, np.ndarray, np.ndarray]:
+    """Item i of a split: (3, S, S) uint8 image, shape label, caption, its object's attributes
+    (1, A) int64 in `ATTRIBUTES` order and which of them the caption states (1, A) bool."""
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
     label = int(rng.integers(len(SHAPES)))
-    colour = list(PALETTE)[int(rng.integers(len(PALETTE)))]
+    colour = int(rng.integers(len(PALETTE)))
     r = size * rng.uniform(*RADIUS)
     cx, cy = rng.uniform(r, size - r, size=2)
-    caption = f"a {colour} {SHAPES[label]} at the {describe_position(cx, cy, size)}"
-    return draw(SHAPES[label], colour, cx, cy, r, size), label, caption
+    position = describe_position(cx, cy, size)
+    caption = f"a {ATTRIBUTES['colour'][colour]} {SHAPES[label]} at the {position}"
+    large = int(r >= size * sum(RADIUS) / 2)  # not in the caption: recorded for the judge
+    objects = np.array([[label, colour, large, CELLS.index(position)]], dtype=np.int64)
+    stated = np.array([[True, True, False, True]])
+    image = draw(SHAPES[label], ATTRIBUTES["colour"][colour], cx, cy, r, size)
+    return image, label, caption, objects, stated
 
 
 def shapes(split: str, name: str, size: int, n: int, seed: int) -> ArrayDataset:
     """n training (n // 4 test, at least one) shape images of side `size`, kept as uint8."""
     count = n if split == "train" else max(1, n // 4)
     items = [item(seed, split, i, size) for i in range(count)]
-    images = np.stack([image for image, _, _ in items])  # (N, 3, S, S) uint8
-    labels = np.array([label for _, label, _ in items], dtype=np.int64)
-    return ArrayDataset(images, labels, SHAPES, name, captions=[c for _, _, c in items])
+    images = np.stack([it[0] for it in items])  # (N, 3, S, S) uint8
+    labels = np.array([it[1] for it in items], dtype=np.int64)
+    scenes = Scenes(np.stack([it[3] for it in items]), np.stack([it[4] for it in items]),
+                    np.full((count, MAX_OBJECTS), -1, dtype=np.int64), ATTRIBUTES)
+    return ArrayDataset(images, labels, SHAPES, name, captions=[it[2] for it in items],
+                        scenes=scenes)

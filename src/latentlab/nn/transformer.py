@@ -52,14 +52,16 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, causal: bool = False,
-                past: KV | None = None) -> tuple[torch.Tensor, KV]:
+    def forward(self, x: torch.Tensor, causal: bool = False, past: KV | None = None,
+                keys: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
         """Attend over `past` (if any) followed by `x`.
 
         Args:
             x: (B, T, D), the tokens fed now.
             causal: token i of x sees only itself, the tokens before it and all of `past`.
             past: cached keys and values (B, N, P, K) of the P tokens before x.
+            keys: (B, P + T) bool, False at positions no query may see (padding); every query
+                must keep at least one visible key.
 
         Returns:
             The output (B, T, D) and the keys and values (B, N, P + T, K) of past and x, to be
@@ -77,6 +79,10 @@ class SelfAttention(nn.Module):
                 # SDPA's is_causal aligns the mask top-left; with a cache the queries are the last
                 # t of the s positions, so query i may see keys j <= (s - t) + i (bottom-right)
                 mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
+        if keys is not None:
+            if is_causal:  # SDPA takes a mask or is_causal, not both
+                mask, is_causal = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(), False
+            mask = keys[:, None, None, :] if mask is None else mask & keys[:, None, None, :]
         with _short_sequence_backend(q):
             out = F.scaled_dot_product_attention(  # (B, N, T, K), scale 1/sqrt(K)
                 q, k, v, attn_mask=mask, is_causal=is_causal,
