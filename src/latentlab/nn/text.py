@@ -13,7 +13,9 @@ N heads, K channels per head.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -120,3 +122,106 @@ class CrossAttention(nn.Module):
                          two=2, n=self.heads)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=context.mask[:, None, None, :])
         return self.proj(rearrange(out, "b n t k -> b t (n k)"))
+
+
+PRETRAINED_TEXT_MODELS = {"clip_text_model": "CLIPTextModel", "clip": "CLIPTextModel",
+                          "t5": "T5EncoderModel"}
+"""model_type of a Hugging Face config.json -> the `transformers` class of its text encoder."""
+
+
+def pretrained_model_type(folder: str | Path) -> str:
+    """The model_type of the CLIP or T5 model saved in `folder` (its config.json), without
+    importing `transformers`; ValueError naming the folder otherwise."""
+    path = Path(folder) / "config.json"
+    try:
+        kind = json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{folder}: no readable config.json ({e})") from None
+    if kind not in PRETRAINED_TEXT_MODELS:
+        raise ValueError(f"{folder}: model_type {kind!r} is not a CLIP or T5 text model "
+                         f"(one of {', '.join(PRETRAINED_TEXT_MODELS)})")
+    return kind
+
+
+def _model_class(kind: str) -> type[nn.Module]:
+    import transformers  # lazily: importing it takes seconds
+
+    return getattr(transformers, PRETRAINED_TEXT_MODELS[kind])
+
+
+class PretrainedTextEncoder(nn.Module):
+    """A frozen pretrained text model (CLIP text tower or T5 encoder) in `TextEncoder`'s place:
+    same `width`, `max_len`, `pad_id`, `null_ids`, `null(B)` and `forward(ids) -> TextContext`.
+
+    Its weights never train (`requires_grad_(False)`) and it stays in eval mode when its parent
+    trains, so dropout never runs. Build it with `from_folder` (a `save_pretrained` folder, read
+    locally: nothing downloads) or `from_config` (the model's config dict, random weights for a
+    `load_state_dict` to fill: how a saved generator rebuilds it without the original folder).
+
+    Args:
+        model: a `transformers` CLIPTextModel or T5EncoderModel.
+        max_len: L; null_ids: (L,) int64 the null prompt; pad_id: the padding id, which may lie
+            outside the model's vocabulary (`TextTokenizer.pretrained` may give padding an id of
+            its own): padding positions are fed to the model as its own pad id and masked.
+    """
+
+    def __init__(self, model: nn.Module, max_len: int, null_ids: torch.Tensor, pad_id: int):
+        super().__init__()
+        if null_ids.shape != (max_len,):
+            raise ValueError(f"null_ids: must be ({max_len},), got {tuple(null_ids.shape)}")
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions is not None and max_len > positions:
+            raise ValueError(f"max_len: {max_len} tokens, more than the model's {positions}")
+        self.model = model.requires_grad_(False).eval()
+        self.width, self.max_len, self.pad_id = model.config.hidden_size, max_len, pad_id
+        self.model_pad = model.config.pad_token_id or 0  # what the model is fed at padding
+        self.register_buffer("null_ids", null_ids.to(torch.int64).clone(), persistent=False)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, max_len: int, null_ids: torch.Tensor,
+                    pad_id: int) -> PretrainedTextEncoder:
+        """The text model saved in `folder` with `save_pretrained`, in float32; ValueError
+        naming the folder if it is not a CLIP or T5 text model."""
+        model_class = _model_class(pretrained_model_type(folder))
+        try:
+            model = model_class.from_pretrained(folder, local_files_only=True,
+                                                dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{folder}: cannot load its {model_class.__name__} "
+                             f"({' '.join(str(e).split())[:200]})") from None
+        return cls(model, max_len, null_ids, pad_id)
+
+    @classmethod
+    def from_config(cls, config: dict, max_len: int, null_ids: torch.Tensor,
+                    pad_id: int) -> PretrainedTextEncoder:
+        """The same architecture from `config_dict()`'s output, with random weights."""
+        import transformers  # lazily: importing it takes seconds
+
+        kind = config.get("model_type")
+        if kind not in PRETRAINED_TEXT_MODELS:
+            raise ValueError(f"text model config: model_type {kind!r} is not one of "
+                             f"{', '.join(PRETRAINED_TEXT_MODELS)}")
+        settings = {k: v for k, v in config.items() if k != "model_type"}
+        model_config = transformers.AutoConfig.for_model(kind, **settings)
+        return cls(_model_class(kind)(model_config), max_len, null_ids, pad_id)
+
+    def config_dict(self) -> dict:
+        """The model's configuration as a JSON-able dict (what `from_config` takes)."""
+        return self.model.config.to_dict()
+
+    def train(self, mode: bool = True) -> PretrainedTextEncoder:
+        return super().train(False)  # frozen: eval mode whatever the parent is set to
+
+    def null(self, batch: int) -> torch.Tensor:
+        """(B, L) ids of the null prompt."""
+        return self.null_ids.expand(batch, -1)
+
+    def forward(self, ids: torch.Tensor) -> TextContext:
+        """(B, L) int64 token ids -> their `TextContext` (tokens: the last hidden state)."""
+        if ids.ndim != 2 or ids.shape[1] != self.max_len:
+            raise ValueError(f"text ids: expected (B, {self.max_len}), got {tuple(ids.shape)}")
+        mask = ids != self.pad_id
+        with torch.no_grad():  # frozen: no graph through it
+            x = self.model(input_ids=ids.masked_fill(~mask, self.model_pad),
+                           attention_mask=mask.long()).last_hidden_state
+        return TextContext(x, mask, masked_mean(x, mask))
