@@ -128,6 +128,7 @@ class TextTokenizer:
         try:
             config = json.loads((folder / "config.json").read_text())
             pretrained_model_type(folder)
+            config = config.get("text_config") or config  # a whole CLIP model: its text side
         except (ValueError, OSError) as e:
             raise UserError(f"{folder}: not a CLIP or T5 text model folder ({e})") from None
         path = folder / TOKENIZER

@@ -172,10 +172,11 @@ class PretrainedTextEncoder(nn.Module):
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions is not None and max_len > positions:
             raise ValueError(f"max_len: {max_len} tokens, more than the model's {positions}")
-        self.model = model.requires_grad_(False).eval()
+        self.model = model.requires_grad_(False)
         self.width, self.max_len, self.pad_id = model.config.hidden_size, max_len, pad_id
         self.model_pad = model.config.pad_token_id or 0  # what the model is fed at padding
         self.register_buffer("null_ids", null_ids.to(torch.int64).clone(), persistent=False)
+        self.eval()
 
     @classmethod
     def from_folder(cls, folder: str | Path, max_len: int, null_ids: torch.Tensor,
@@ -184,8 +185,7 @@ class PretrainedTextEncoder(nn.Module):
         naming the folder if it is not a CLIP or T5 text model."""
         model_class = _model_class(pretrained_model_type(folder))
         try:
-            model = model_class.from_pretrained(folder, local_files_only=True,
-                                                dtype=torch.float32)
+            model = model_class.from_pretrained(folder, local_files_only=True).float()
         except (OSError, ValueError) as e:
             raise ValueError(f"{folder}: cannot load its {model_class.__name__} "
                              f"({' '.join(str(e).split())[:200]})") from None
