@@ -33,6 +33,8 @@ def test_training_captions_round_trip(tok):
     assert tok.decode(ids) == [" ".join(c.lower().split()) for c in CAPTIONS]
     assert (ids < tok.vocab_size).all() and (ids[:, 0] == tok.tokenizer.token_to_id("[BOS]")).all()
     assert torch.equal(tok.encode(CAPTIONS[:3]), ids[:3])
+    repeated = [CAPTIONS[2], CAPTIONS[0], CAPTIONS[2], CAPTIONS[-1]]  # each encoded once
+    assert torch.equal(tok.encode_captions(repeated), ids[[2, 0, 2, -1]])
 
 
 def test_null_ids_are_the_begin_token_then_padding(tok):

@@ -189,16 +189,19 @@ class TextTokenizer:
             f"{what}: caption {i} {_quote(captions[i])}: {reason}"))
 
     def _encode(self, texts: list[str], fail: Callable[[int, str], Exception]) -> torch.Tensor:
-        for i, text in enumerate(texts):
+        if isinstance(texts, str):
+            raise TypeError("prompts: a list of strings, got one string")
+        first: dict[str, int] = {}  # each distinct text once (synthetic captions repeat a few
+        for i, text in enumerate(texts):  # templates), and the index of its first occurrence
             if not isinstance(text, str) or not text.strip():
                 raise fail(i, "is empty")
-        # each distinct text once: the captions of synthetic data repeat a few templates
-        distinct = list(dict.fromkeys(texts))
+            first.setdefault(text, i)
+        distinct = list(first)
         out = np.full((len(distinct), self.max_len), self.pad_id, dtype=np.int64)
         for k, encoding in enumerate(self.tokenizer.encode_batch(distinct)):
             ids = encoding.ids
             if len(ids) > self.max_len or self.unk_id in ids or self.pad_id in ids:
-                i = list(texts).index(distinct[k])  # rare: find which text, and why
+                i = first[distinct[k]]  # rare (but every CLIP prompt: its unk is its end token)
                 self._check_tokens(texts[i], encoding, lambda reason, i=i: fail(i, reason))
                 if len(ids) > self.max_len:
                     raise fail(i, f"is {len(ids)} tokens long, more than the limit of "
@@ -224,8 +227,9 @@ class TextTokenizer:
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """(B, L) or (L,) ids -> B prompts (lower-cased, special tokens and padding dropped)."""
-        ids = torch.as_tensor(ids).reshape(-1, ids.shape[-1]).tolist()
-        rows = [[t for t in row if t != self.pad_id] for row in ids]
+        ids = torch.as_tensor(ids)
+        rows = [[t for t in row if t != self.pad_id]
+                for row in ids.reshape(-1, ids.shape[-1]).tolist()]
         return self.tokenizer.decode_batch(rows, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ save / load
