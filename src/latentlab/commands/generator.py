@@ -43,12 +43,38 @@ def cmd_sample(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--labels: expected comma-separated integers, got "
                             f"'{args.labels}'") from None
+    if args.prompt is not None and args.prompts:
+        raise UserError("--prompt and --prompts: give one of them")
+    prompts = [args.prompt] if args.prompt is not None else None
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    if prompts is not None and labels is not None:
+        raise UserError("--labels and --prompt: a generator takes one kind of condition")
     done = sample_to_file(args.generator, args.n, args.out, labels=labels, steps=args.steps,
                           guidance=args.cfg, seed=args.seed, grid=args.grid,
-                          sampler=args.sampler, layout=args.format)
+                          sampler=args.sampler, layout=args.format, prompts=prompts)
     print(f"wrote {done['out']} ({done['n']} samples)" + (f" and {args.grid}" if args.grid
                                                           else ""))
     return 0
+
+
+def read_prompts(path: str) -> list[str]:
+    """The non-blank lines of a prompts file; UserError naming the file when it has none or
+    cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            prompts = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--prompts {path}: cannot be read ({e})") from None
+    if not prompts:
+        raise UserError(f"--prompts {path}: no prompts in the file (one per line)")
+    return prompts
+
+
+EXAMPLES = """examples:
+  latentlab sample --generator gen --n 16 --prompt "a red circle at the top left" --grid g.png
+  latentlab sample --generator gen --n 64 --prompts prompts.txt --cfg 3 --out s.npz
+  latentlab sample --generator gen --labels 3,7 --n 20 --out s.npz"""
 
 
 def register(sub) -> None:
@@ -67,16 +93,21 @@ def register(sub) -> None:
     p = sub.add_parser("sample", help="draw samples from a trained generator",
                        description="Sample a trained generator, decode through its tokenizer "
                                    "and write samples.npz: images uint8 (N, H, W, C), labels "
-                                   "int64 (N,) (-1 for unconditional).")
+                                   "int64 (N,) (-1 for unconditional or text), and for a "
+                                   "text-conditioned generator prompts (N,) unicode.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", required=True, help="run directory of a trained generator")
     p.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
     p.add_argument("--labels", help="comma-separated class labels, repeated to fill --n "
                                     "(default: 0, 1, ..., K-1, 0, ...)")
+    p.add_argument("--prompt", help="a prompt for a text-conditioned generator (every sample; "
+                                    "default: the test split's captions in order)")
+    p.add_argument("--prompts", help="a file of prompts, one per line, repeated to fill --n")
     p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
     p.add_argument("--sampler", default="", help="sampler name (default: the run's or the "
                                                  "process's)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1: conditional, "
-                                             "0: unconditional)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale on the class or "
+                                             "prompt (1: conditional, 0: unconditional)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--out", required=True, help="samples file to write (.npz)")
     p.add_argument("--format", default="latentlab", choices=("latentlab", "adm"),

@@ -105,6 +105,11 @@ class LatentlabDataset(Dataset):
         return None
 
     @property
+    def captioned(self) -> bool:
+        """Whether every item has a caption."""
+        return False
+
+    @property
     def scenes(self) -> Scenes | None:
         """The structured attributes behind the captions, where the dataset has them."""
         return None
@@ -172,6 +177,10 @@ class ArrayDataset(LatentlabDataset):
     @property
     def scenes(self) -> Scenes | None:
         return self._scenes
+
+    @property
+    def captioned(self) -> bool:
+        return self.captions is not None
 
     def __len__(self) -> int:
         return len(self.data)

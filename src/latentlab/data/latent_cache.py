@@ -174,6 +174,10 @@ class LatentCache(LatentlabDataset):
         self.name = f"latent-cache:{self.path}"
         self.count: int = meta["count"]
         self._meta = meta
+        self._captions: list[str] | None = meta.get("captions")
+        if self._captions is not None and (len(self._captions) != self.count or not all(
+                isinstance(c, str) for c in self._captions)):
+            raise DataError(f"{self.path / META}: 'captions' must be {self.count} strings")
         if expect_source is not None:
             self.check_source(expect_source)
         self.dtype = np.dtype(self.dtype_name)
@@ -256,6 +260,13 @@ class LatentCache(LatentlabDataset):
                            np.memmap(f, "<i8", "r", offset=lo, shape=(n,)))
                           for f, vo, lo, n in self._shards]
         return self._maps
+
+    @property
+    def captioned(self) -> bool:
+        return self._captions is not None
+
+    def caption(self, i: int) -> str | None:
+        return self._captions[i] if self._captions is not None else None
 
     def __getstate__(self) -> dict:
         # memmaps do not travel to worker processes: each process maps the files itself

@@ -95,7 +95,7 @@ def _check_batch(b: int, start: int, values: torch.Tensor, labels: torch.Tensor,
 def write_latent_cache(out: str | os.PathLike, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                        source: dict[str, str], class_names: list[str],
                        kind: Literal["latents", "indices"], shard_size: int = 65536,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, captions: list[str] | None = None) -> Path:
     """Write encoded batches as a latent cache directory `out` (format in the module docstring).
 
     Everything is written into a temporary sibling directory that is renamed onto `out` only when
@@ -113,6 +113,7 @@ def write_latent_cache(out: str | os.PathLike, batches: Iterable[tuple[torch.Ten
         kind: "latents" or "indices".
         shard_size: items per shard file (the last shard may be smaller).
         overwrite: replace an existing `out`.
+        captions: one text per item, in order, for captioned data (kept in cache.json).
 
     Returns:
         `out` as a Path.
@@ -147,11 +148,13 @@ def write_latent_cache(out: str | os.PathLike, batches: Iterable[tuple[torch.Ten
         if count == 0:
             raise DataError(f"latent cache {out}: no items to write (the batches were empty)")
         writer.flush()
+        if captions is not None and len(captions) != count:
+            raise DataError(f"latent cache {out}: {len(captions)} captions for {count} items")
         write_json(tmp / META, {
             "format": FORMAT, "kind": kind, "count": count, "item_shape": list(item_shape),
             "dtype": DTYPE_NAMES[KINDS[kind]], "class_names": list(class_names),
             "source": dict(source), "shards": writer.records,
-        })
+        } | ({"captions": list(captions)} if captions is not None else {}))
         _replace_dir(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

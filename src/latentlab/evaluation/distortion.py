@@ -28,7 +28,6 @@ import torch
 from einops import rearrange
 
 from latentlab import config as C
-from latentlab.data import load_dataset
 from latentlab.data.base import EVAL_BATCH
 from latentlab.recipes.coupled import LatentCoupling, round_trip
 from latentlab.tokenizers.tokenizer import Tokenizer
@@ -114,15 +113,19 @@ def distortion_match(tokenizer_run: Path, generator_run: Path) -> dict | None:
     """`compare_distortions` for a coupled tokenizer run (its last checkpoint's tiny generators)
     and the big generator trained on its latent; None for a run without tiny generators."""
     from latentlab.generation.generator import Generator
-    from latentlab.recipes.train import TokenizerRunConfig, build_objective, build_tokenizer
+    from latentlab.recipes.train import (
+        TokenizerRunConfig,
+        build_objective,
+        build_tokenizer,
+        load_splits,
+    )
 
     cfg = C.load(TokenizerRunConfig, tokenizer_run / "config.yaml")
     if not cfg.recipe.startswith("coupled"):
         return None
-    data = load_dataset(cfg.data.spec, "train")
-    test = load_dataset(cfg.data.spec, "test")
+    data, test, prompts = load_splits(cfg)
     cfg = build_tokenizer(cfg, data.shape)
-    objective = build_objective(cfg, data, heldout=test)
+    objective = build_objective(cfg, data, test, prompts)
     if not isinstance(objective.coupling, LatentCoupling):
         return None
     found = checkpoint.latest(tokenizer_run / "checkpoints")

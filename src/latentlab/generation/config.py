@@ -58,6 +58,40 @@ ProcessConfig = FlowSettings | DDPMSettings | VPSDESettings
 NetworkConfig = DiTConfig | MLPDenoiserConfig | ARConfig | GANConfig
 """A generator's network, a tagged union: dit or mlp (flow, ddpm, vpsde), ar, gan."""
 
+@dataclass
+class TextConfig:
+    """The text side of a text-conditioned generator: a tokenizer trained on the training
+    captions and a small text transformer trained with the generator, or a frozen pretrained
+    text model."""
+
+    vocab_size: int = 512
+    """Largest vocabulary of the caption tokenizer (WordPiece, trained on the training
+    captions; smaller when the captions have fewer distinct pieces)."""
+    max_len: int = 32
+    """Longest prompt in tokens, the begin token included."""
+    width: int = 128
+    """Width of the text transformer."""
+    depth: int = 2
+    """Blocks of the text transformer."""
+    heads: int = 4
+    """Attention heads of the text transformer; must divide width."""
+    pretrained: str = ""
+    """A local Hugging Face folder of a CLIP or T5 text model (saved with save_pretrained;
+    nothing downloads), used frozen with its own tokenizer instead of the two above."""
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_len", "width", "depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_len < 2:
+            raise ValueError(f"max_len: must be >= 2 (the begin token and a word), got "
+                             f"{self.max_len}")
+        if self.width % self.heads:
+            raise ValueError(f"heads: must divide width {self.width}, got {self.heads}")
+
+
+CONDITIONS = ("auto", "text", "class", "none")
+
 NETWORKS = {"flow": ("dit", "mlp"), "ddpm": ("dit", "mlp"), "vpsde": ("dit", "mlp"),
             "ar": ("ar",), "gan": ("gan",)}
 """family -> the network kinds that can serve it."""
@@ -74,9 +108,15 @@ class GeneratorConfig:
     process: ProcessConfig | None = None
     """Settings of the continuous process (kind = family; its defaults when not given; left
     out for ar and gan)."""
+    condition: Literal["auto", "text", "class", "none"] = "auto"
+    """What samples are drawn for: text (prompts; the data's captions in training), class (its
+    labels) or none; auto: text when the data has captions, else class when it has labels, else
+    none (a run records what it chose)."""
+    text: TextConfig | None = None
+    """The text side (only when conditioned on text)."""
     label_dropout: float = 0.1
-    """Probability of replacing a label by the null class in training (classifier-free
-    guidance); 0 for unconditional data."""
+    """Probability of replacing a label or prompt by the null one in training
+    (classifier-free guidance)."""
     sampler: str = ""
     """Default sampler ('' = the process's own default, e.g. euler for flow)."""
     steps: int = 50
@@ -87,6 +127,7 @@ class GeneratorConfig:
             raise ValueError(f"label_dropout: must be in [0, 1), got {self.label_dropout}")
         if self.steps < 1:
             raise ValueError(f"steps: must be >= 1, got {self.steps}")
+        self.text = switched(self.text, self.condition in ("auto", "text"), TextConfig)
         kinds = NETWORKS[self.family]
         if self.network is None and len(kinds) == 1:
             self.network = {"ar": ARConfig, "gan": GANConfig}[self.family]()

@@ -16,6 +16,7 @@ from latentlab.data import load_dataset
 from latentlab.data.base import LatentlabDataset, eval_batches
 from latentlab.data.latent_cache import LatentCache
 from latentlab.data.latent_cache_writer import write_latent_cache
+from latentlab.errors import DataError
 from latentlab.tokenizers.tokenizer import Tokenizer, fingerprint
 
 
@@ -46,8 +47,18 @@ def encode_dataset(tokenizer: Tokenizer, data: LatentlabDataset, out: str | Path
             yield values.cpu(), batch.y.cpu()
 
     kind = "indices" if tokenizer.discrete else "latents"
+    captions = captions_of(data) if data.captioned else None
     return write_latent_cache(Path(out), batches(), source, data.class_names, kind,
-                              overwrite=overwrite)
+                              overwrite=overwrite, captions=captions)
+
+
+def captions_of(data: LatentlabDataset) -> list[str]:
+    """Every item's caption, in order; DataError naming the first item without one."""
+    captions = [data.caption(i) for i in range(len(data))]
+    missing = next((i for i, c in enumerate(captions) if not c), None)
+    if missing is not None:
+        raise DataError(f"{data.name}: item {missing} has no caption")
+    return captions
 
 
 def default_cache_path(tokenizer_run: str | Path, spec: str, split: str) -> Path:
@@ -56,11 +67,19 @@ def default_cache_path(tokenizer_run: str | Path, spec: str, split: str) -> Path
     return Path(tokenizer_run) / "caches" / f"{safe}-{split}"
 
 
-def cached_split(tokenizer_run: str | Path, spec: str, split: str) -> LatentCache:
-    """The cache of one split, written on first use, refused if another tokenizer made it."""
+def cached_split(tokenizer_run: str | Path, spec: str, split: str,
+                 captions: bool = False) -> LatentCache:
+    """The cache of one split, written on first use, refused if another tokenizer made it.
+    `captions`: the caller needs the data's captions (an older cache without them is
+    rewritten)."""
     tokenizer = Tokenizer.load(tokenizer_run)
     source = source_record(tokenizer_run, tokenizer)
     path = default_cache_path(tokenizer_run, spec, split)
     if not path.exists():
         encode_dataset(tokenizer, load_dataset(spec, split), path, source)
-    return LatentCache(path, expect_source=source)
+    cache = LatentCache(path, expect_source=source)
+    if not cache.captioned and captions and (data := load_dataset(spec, split)).captioned:
+        # a cache written before caches kept captions: written again, with them
+        encode_dataset(tokenizer, data, path, source, overwrite=True)
+        cache = LatentCache(path, expect_source=source)
+    return cache

@@ -5,6 +5,10 @@ folder from which `Generator.load(dir)` rebuilds it, needing nothing else.
                                 the family and the latentlab version in the header
     DIR/generator.yaml          the run's configuration (`GeneratorRunConfig`), as config.yaml
     DIR/modelled.json           what it models (`Modelled`) and the tokenizer run it names
+    DIR/text/                   a text-conditioned generator's prompt tokenizer
+                                (`data.text.TextTokenizer.save`), and model.json, the
+                                configuration of a frozen pretrained text model (its weights
+                                are in generator.safetensors)
 
 A `train-generator` run keeps this folder as RUN/generator/, and `load` takes the run directory
 as well. Runs written before the folder held its configuration keep loading: theirs is the run's
@@ -16,6 +20,7 @@ Legend: N samples, S one item's shape (`Modelled.shape`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,13 +31,16 @@ from torch import nn
 
 from latentlab import __version__
 from latentlab import config as C
+from latentlab.data.text import TextTokenizer
 from latentlab.errors import CheckpointError, ConfigError, UserError
 from latentlab.generation.config import GeneratorRunConfig
 from latentlab.generation.models import Modelled, build_models, build_process
 from latentlab.io import atomic_path, write_json, write_text
+from latentlab.nn.text import PretrainedTextEncoder
 from latentlab.tokenizers.tokenizer import load_weights
 
 WEIGHTS, CONFIG, MODELLED = "generator.safetensors", "generator.yaml", "modelled.json"
+TEXT, TEXT_MODEL = "text", "model.json"
 FOLDER, RUN_CONFIG = "generator", "config.yaml"  # a run's generator folder, its config
 
 
@@ -44,33 +52,48 @@ class Generator(nn.Module):
         cfg: the run's configuration; `cfg.generator` builds the network and the process.
         what: what it models (item shape, kind, classes, vocabulary).
         network: the (trained) network to hold; None builds a freshly initialised one.
+        prompts: the tokenizer of the prompts of a text-conditioned generator.
     """
 
-    def __init__(self, cfg: GeneratorRunConfig, what: Modelled, network: nn.Module | None = None):
+    def __init__(self, cfg: GeneratorRunConfig, what: Modelled, network: nn.Module | None = None,
+                 prompts: TextTokenizer | None = None, pretrained: dict | None = None):
         super().__init__()
-        self.cfg, self.what = cfg, what
-        self.network = network if network is not None else build_models(cfg.generator,
-                                                                         what)["model"]
+        self.cfg, self.what, self.prompts = cfg, what, prompts
+        if network is None:
+            network = build_models(cfg.generator, what, prompts, pretrained)["model"]
+        self.network = network
         self.process = build_process(cfg.generator)
 
     @property
     def family(self) -> str:
         return self.cfg.generator.family
 
+    def encode_prompts(self, prompts: list[str], what: str = "--prompt") -> torch.Tensor:
+        """(B, L) token ids of `prompts`; UserError naming `what` for a prompt that is empty or
+        that the prompt tokenizer cannot encode, or when the generator is not text-conditioned."""
+        if self.prompts is None:
+            raise UserError(f"{what}: this generator is not text-conditioned "
+                            f"(it is conditioned on {self.what.condition})")
+        return self.prompts.encode(prompts, what)
+
     def check_request(self, labels: torch.Tensor | None, steps: int, guidance: float | None):
-        """One-line errors for requests this generator cannot serve."""
+        """One-line errors for requests this generator cannot serve (`labels`: class labels,
+        or prompt token ids (B, L) for a text-conditioned generator)."""
         if steps < 1:
             raise UserError(f"--steps must be >= 1, got {steps}")
-        if labels is not None:
+        if labels is not None and self.what.condition == "text":
+            if labels.ndim != 2:
+                raise UserError("--labels: this generator is conditioned on text; use --prompt")
+        elif labels is not None:
             if not self.what.num_classes:
                 raise UserError("--labels: this generator is unconditional")
             bad = labels[(labels < 0) | (labels >= self.what.num_classes)]
             if len(bad):
                 raise UserError(f"--labels: {int(bad[0])} is outside the trained classes "
                                 f"0..{self.what.num_classes - 1}")
-        if guidance is not None and not self.what.num_classes:
-            raise UserError("--cfg: classifier-free guidance needs a class-conditional "
-                            "generator; this one is unconditional")
+        if guidance is not None and self.what.condition == "none":
+            raise UserError("--cfg: classifier-free guidance needs a conditional generator; "
+                            "this one is unconditional")
         if guidance is not None and self.family == "gan":
             raise UserError("--cfg: a GAN has no classifier-free guidance")
 
@@ -82,7 +105,8 @@ class Generator(nn.Module):
         int64 token indices; on the network's device.
 
         Args:
-            labels: (n,) int64 classes of a conditional generator, None for unconditional.
+            labels: (n,) int64 classes of a class-conditional generator, (n, L) prompt token
+                ids (`encode_prompts`) of a text-conditioned one; None: the null condition.
             steps: sampler steps of a process (ar and gan take none); None: the config's.
             guidance: classifier-free guidance scale (1 = conditional); None for none.
             generator: the randomness, on the network's device.
@@ -115,6 +139,11 @@ class Generator(nn.Module):
         with atomic_path(directory / WEIGHTS) as tmp:
             save_file(tensors, tmp, metadata=header)
         write_text(directory / CONFIG, C.dump_yaml(self.cfg))
+        if self.prompts is not None:
+            self.prompts.save(directory / TEXT)
+            frozen = [m for m in self.network.modules() if isinstance(m, PretrainedTextEncoder)]
+            if frozen:
+                write_json(directory / TEXT / TEXT_MODEL, frozen[0].config_dict())
         write_json(directory / MODELLED, self.what.as_dict() | {"tokenizer": self.cfg.tokenizer})
         return directory
 
@@ -128,8 +157,17 @@ class Generator(nn.Module):
             cfg = C.load(GeneratorRunConfig, cfg_path)
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
+        what = load_modelled(folder)
+        if cfg.generator.condition == "auto":  # a run from before the condition was recorded
+            cfg = dataclasses.replace(cfg, generator=dataclasses.replace(
+                cfg.generator, condition=what.condition, text=None))
+        prompts = pretrained = None
+        if what.condition == "text":
+            prompts = TextTokenizer.load(folder / TEXT)
+            pretrained = read_json(folder / TEXT / TEXT_MODEL) if cfg.generator.text.pretrained \
+                else None
         try:
-            generator = cls(cfg, load_modelled(folder))
+            generator = cls(cfg, what, prompts=prompts, pretrained=pretrained)
         except ConfigError as e:  # the config does not fit what it says it modelled
             raise CheckpointError(f"{cfg_path}: {e}") from None
         weights = folder / WEIGHTS
@@ -141,6 +179,17 @@ class Generator(nn.Module):
             raise CheckpointError(f"{weights}: cannot be read ({e})") from None
         load_weights(generator.network, tensors, str(weights))
         return generator.to(map_location).eval()
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; CheckpointError naming it when missing or damaged."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return record
 
 
 def find_folder(path: Path) -> Path:
@@ -169,6 +218,6 @@ def load_modelled(folder: Path) -> Modelled:
     try:
         record = json.loads(path.read_text())
         return Modelled(tuple(record["shape"]), record["kind"], record["num_classes"],
-                        record["vocab_size"])
+                        record["vocab_size"], record.get("condition", ""))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None

@@ -6,32 +6,43 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from latentlab.data.text import TextTokenizer
 from latentlab.errors import ConfigError
-from latentlab.generation.config import GeneratorConfig
+from latentlab.generation.config import GeneratorConfig, TextConfig
 from latentlab.generators import PROCESSES, Process
 from latentlab.generators.autoregressive import ARTransformer
 from latentlab.generators.denoisers.dit import DiT, DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiser, MLPDenoiserConfig
 from latentlab.generators.gan import GANDiscriminator, GANGenerator
+from latentlab.nn.text import PretrainedTextEncoder, TextEncoder
 
 
 @dataclass(frozen=True)
 class Modelled:
-    """What a generator models: the item shape, continuous latents or token indices, classes.
+    """What a generator models: the item shape, continuous latents or token indices, and what
+    it is conditioned on.
 
     Attributes:
         shape: one item, (C, h, w) or (D,) for continuous data, (h, w) or () for indices.
         kind: "latents" (continuous) or "indices" (discrete tokens).
-        num_classes: 0 when unlabelled.
+        num_classes: classes of a class-conditional generator, else 0.
         vocab_size: codebook size for indices, else 0.
+        condition: "text", "class" or "none" ("" reads as class or none by num_classes: runs
+            from before text conditioning).
     """
 
     shape: tuple[int, ...]
     kind: str
     num_classes: int
     vocab_size: int = 0
+    condition: str = ""
+
+    def __post_init__(self):
+        if not self.condition:
+            object.__setattr__(self, "condition", "class" if self.num_classes else "none")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self) | {"shape": list(self.shape)}
@@ -54,29 +65,70 @@ def resolve_network(cfg: GeneratorConfig, what: Modelled) -> GeneratorConfig:
     return dataclasses.replace(cfg, network=network)
 
 
-def build_models(cfg: GeneratorConfig, what: Modelled) -> dict[str, nn.Module]:
+def null_condition(what: Modelled, prompts: TextTokenizer | None = None
+                   ) -> int | torch.Tensor | None:
+    """What "no condition" is fed as (classifier-free guidance, label dropout): the null class
+    (index num_classes), the null prompt's (L,) token ids, or None for an unconditional
+    generator."""
+    if what.condition == "text":
+        return prompts.null_ids
+    return what.num_classes if what.condition == "class" else None
+
+
+def text_encoder(cfg: TextConfig, prompts: TextTokenizer, pretrained: dict | None = None
+                 ) -> nn.Module:
+    """The text encoder of the prompts `prompts` encodes: a fresh text transformer, or the
+    frozen pretrained model of `cfg.pretrained` (built from its saved configuration
+    `pretrained` when given: a saved generator holds the weights itself)."""
+    if not cfg.pretrained:
+        return TextEncoder(prompts.vocab_size, prompts.max_len, prompts.null_ids,
+                           prompts.pad_id, cfg.width, cfg.depth, cfg.heads)
+    args = (prompts.max_len, prompts.null_ids, prompts.pad_id)
+    try:
+        if pretrained is not None:
+            return PretrainedTextEncoder.from_config(pretrained, *args)
+        return PretrainedTextEncoder.from_folder(cfg.pretrained, *args)
+    except ValueError as e:
+        raise ConfigError(f"generator.text.pretrained: {e}") from None
+
+
+def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | None = None,
+                 pretrained: dict | None = None) -> dict[str, nn.Module]:
     """{"model": network} (and "discriminator" for a GAN); raises ConfigError naming the field
-    when the family cannot model this data."""
+    when the family cannot model this data. A text-conditioned generator (`what.condition`
+    text) needs the tokenizer of its prompts; each network gets its own text encoder
+    (`text_encoder`; `pretrained`: the saved configuration of a pretrained one)."""
     if (cfg.family == "ar") != (what.kind == "indices"):
         need = "token indices (a discrete tokenizer: vq, lfq, fsq)" if cfg.family == "ar" \
             else "continuous data (use generator.family ar for token indices)"
         raise ConfigError(f"generator.family: '{cfg.family}' models {need}; this data is "
                           f"{what.kind}")
     net, classes = resolve_network(cfg, what).network, what.num_classes
+    if what.condition == "text" and prompts is None:
+        raise ValueError("a text-conditioned generator needs the tokenizer of its prompts")
+
+    def text() -> dict:
+        if what.condition != "text":
+            return {}
+        return {"text": text_encoder(cfg.text, prompts, pretrained)}
+
     if net.kind == "ar":
         return {"model": ARTransformer(net, what.vocab_size, max(1, math.prod(what.shape)),
-                                       classes)}
+                                       classes, **text())}
     if net.kind == "gan":
-        return {"model": GANGenerator(net, what.shape, classes),
-                "discriminator": GANDiscriminator(net, what.shape, classes)}
+        return {"model": GANGenerator(net, what.shape, classes, **text()),
+                "discriminator": GANDiscriminator(net, what.shape, classes, **text())}
     if net.kind == "mlp":
         if len(what.shape) != 1:
             raise ConfigError(f"generator.network: mlp takes vectors, the data is {what.shape}")
+        if what.condition == "text":
+            raise ConfigError("generator.condition: text needs an image network (dit, ar, gan); "
+                              "mlp models vectors")
         return {"model": MLPDenoiser(what.shape[0], net, classes)}
     if len(what.shape) != 3:
         raise ConfigError(f"generator.network: dit takes (C, h, w) data, got {what.shape}")
     c, h, _ = what.shape
     try:
-        return {"model": DiT(net, c, h, classes)}
+        return {"model": DiT(net, c, h, classes, **text())}
     except ValueError as e:
         raise ConfigError(f"generator.network.{e}") from None

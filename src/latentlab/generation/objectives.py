@@ -1,8 +1,9 @@
 """Training objectives of the generator families, for the one training loop.
 
 Every objective takes batches whose `x` is what the generator models (normalised latents,
-pixels, vectors, or int64 token indices) and whose `y` are labels; conditional models drop labels
-to the null class with probability `label_dropout` for classifier-free guidance. Held-out
+pixels, vectors, or int64 token indices) and whose `y` are its conditions: (B,) class labels or
+(B, L) prompt token ids; conditional models drop them to the null class or the null prompt with
+probability `label_dropout` for classifier-free guidance. Held-out
 figures are computed with a fixed seed, so they compare across checkpoints and runs.
 
 Legend: B batch, N tokens per item, V vocabulary (codebook) size.
@@ -28,26 +29,26 @@ Render = Callable[[torch.Tensor], torch.Tensor]  # generated items -> images (B,
 
 
 class GeneratorObjective(Objective):
-    """Shared parts: the model, label dropout, EMA target, preview grids."""
+    """Shared parts: the model, label dropout, EMA target, preview grids.
 
-    def __init__(self, model: nn.Module, num_classes: int, label_dropout: float,
+    `null` is what "no condition" is fed as (`generation.models.null_condition`): the null
+    class index, the null prompt's (L,) ids, or None for an unconditional model.
+    """
+
+    def __init__(self, model: nn.Module, null: int | torch.Tensor | None, label_dropout: float,
                  render: Render | None = None):
         super().__init__()
         self.model = model
-        self.num_classes, self.label_dropout = num_classes, label_dropout
+        self.null, self.label_dropout = null, label_dropout
         self.render = render
 
-    @property
-    def null_class(self) -> int | None:
-        return self.num_classes if self.num_classes else None
-
     def train_cond(self, y: torch.Tensor) -> torch.Tensor | None:
-        if self.null_class is None:
+        if self.null is None:
             return None
-        return drop_labels(y, self.label_dropout, self.null_class)
+        return drop_labels(y, self.label_dropout, self.null)
 
     def eval_cond(self, y: torch.Tensor) -> torch.Tensor | None:
-        return y if self.null_class is not None else None
+        return y if self.null is not None else None
 
     def ema_model(self) -> nn.Module:
         return self.model
@@ -62,16 +63,17 @@ class GeneratorObjective(Objective):
         if self.render is None:
             return None
         g = torch.Generator(batch.x.device).manual_seed(EVAL_SEED)
-        items = self.generate(len(batch.y), self.eval_cond(batch.y), tuple(batch.x.shape[1:]), g)
+        items = self.generate(len(batch.y), self.eval_cond(batch.y), tuple(batch.x.shape[1:]),
+                              g)
         return self.render(items)
 
 
 class ProcessObjective(GeneratorObjective):
     """Flow matching, DDPM or VP-SDE: the process's regression loss on its denoiser."""
 
-    def __init__(self, model: nn.Module, process: Process, num_classes: int,
+    def __init__(self, model: nn.Module, process: Process, null: int | torch.Tensor | None,
                  label_dropout: float, render: Render | None = None, preview_steps: int = 20):
-        super().__init__(model, num_classes, label_dropout, render)
+        super().__init__(model, null, label_dropout, render)
         self.process, self.preview_steps = process, preview_steps
 
     def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
@@ -124,9 +126,9 @@ class GANObjective(GeneratorObjective):
 
     phases = ("discriminator", "generator")
 
-    def __init__(self, model: nn.Module, discriminator: nn.Module, num_classes: int,
-                 loss: str, render: Render | None = None):
-        super().__init__(model, num_classes, 0.0, render)
+    def __init__(self, model: nn.Module, discriminator: nn.Module,
+                 null: int | torch.Tensor | None, loss: str, render: Render | None = None):
+        super().__init__(model, null, 0.0, render)
         self.discriminator, self.loss_kind = discriminator, loss
 
     def phase_parameters(self, phase: str):
@@ -145,7 +147,7 @@ class GANObjective(GeneratorObjective):
         with torch.no_grad():
             fake = self.fake(batch)
         # real and generated items in one call: the same normalisation statistics for both
-        both_cond = None if cond is None else cond.repeat(2)
+        both_cond = None if cond is None else torch.cat([cond, cond])
         logits = self.discriminator(torch.cat([batch.x, fake.to(batch.x.dtype)]), both_cond)
         real_logits, fake_logits = logits.chunk(2)
         loss = discriminator_loss(real_logits, fake_logits, self.loss_kind)

@@ -2,7 +2,10 @@
 
 The samples file is a public contract (documented in the README):
     samples.npz   images  uint8 (N, H, W, C), pixel values 0..255
-                  labels  int64 (N,), the class each sample was drawn for (-1: unconditional)
+                  labels  int64 (N,), the class each sample was drawn for (-1: unconditional
+                          or text-conditioned)
+                  prompts unicode (N,), the prompt of each sample (text-conditioned only;
+                          numpy's fixed-width string dtype, loadable without pickle)
 For a generator of vectors (the mixture toy) `images` is replaced by `vectors` float32 (N, D).
 With layout "adm" the file also holds the arrays the ADM evaluation suite reads (Dhariwal &
 Nichol 2021, `evaluations/evaluator.py`): arr_0 = images, arr_1 = labels (conditional only).
@@ -52,25 +55,44 @@ def default_labels(n: int, num_classes: int) -> torch.Tensor | None:
     return torch.arange(n) % num_classes if num_classes else None
 
 
+def fill(values: list, n: int) -> list:
+    """`values` repeated to length n."""
+    return (values * ((n + len(values) - 1) // len(values)))[:n]
+
+
+def default_prompts(generator: Generator, n: int) -> list[str]:
+    """The first n captions of the test split of a text-conditioned generator's data (cycled)."""
+    from latentlab.data import load_dataset  # here: most samplers never need the data
+
+    test = load_dataset(generator.cfg.data.spec, "test")
+    return fill([test.caption(i) for i in range(min(n, len(test)))], n)
+
+
 def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] | None = None,
                    steps: int | None = None, guidance: float | None = None, seed: int = 0,
                    grid: str | Path | None = None, sampler: str = "",
-                   batch_size: int = 500, layout: str = "latentlab") -> dict:
+                   batch_size: int = 500, layout: str = "latentlab",
+                   prompts: list[str] | None = None) -> dict:
     """Draw `n` samples from the generator in `run`, write `out` (.npz) and optionally a grid.
 
-    `layout` "adm" adds arr_0 (and arr_1 for labelled samples) for the ADM evaluation suite.
+    `prompts` (text-conditioned generators; repeated to fill n; default: the test split's
+    captions) or `labels` (class-conditional; repeated; default 0, 1, ..., K-1, 0, ...) say what
+    each sample is drawn for. `layout` "adm" adds arr_0 (and arr_1 for labelled samples) for the
+    ADM evaluation suite.
     """
+    if n < 1:
+        raise UserError(f"--n must be >= 1, got {n}")
     loaded = LoadedGenerator.load(run)
     generator = loaded.generator
     steps = steps if steps is not None else generator.cfg.generator.steps
-    if labels:
-        chosen = torch.tensor(labels, dtype=torch.int64)
-        chosen = chosen.repeat((n + len(chosen) - 1) // len(chosen))[:n]
+    if prompts is not None or generator.what.condition == "text":
+        prompts = fill(prompts, n) if prompts is not None else default_prompts(generator, n)
+        chosen = generator.encode_prompts(prompts)
+    elif labels:
+        chosen = torch.tensor(fill(labels, n), dtype=torch.int64)
     else:
         chosen = default_labels(n, generator.what.num_classes)
     generator.check_request(chosen, steps, guidance)
-    if n < 1:
-        raise UserError(f"--n must be >= 1, got {n}")
     g = torch.Generator().manual_seed(seed)
     parts = []
     for start in range(0, n, batch_size):
@@ -80,7 +102,8 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
                                  sampler=sampler)
         parts.append(loaded.decode(items).cpu())
     samples = torch.cat(parts)
-    saved_labels = (chosen if chosen is not None else torch.full((n,), -1)).numpy()
+    saved_labels = (chosen if chosen is not None and chosen.ndim == 1
+                    else torch.full((n,), -1)).numpy()
     arrays = ({"images": pixels.to_hwc_uint8(samples)} if samples.ndim == 4
               else {"vectors": samples.numpy().astype(np.float32)})
     if layout == "adm":
@@ -88,8 +111,10 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
             raise UserError("--format adm: the ADM layout holds images; this generator makes "
                             "vectors")
         arrays["arr_0"] = arrays["images"]
-        if chosen is not None:
+        if chosen is not None and chosen.ndim == 1:
             arrays["arr_1"] = saved_labels.astype(np.int64)
+    if prompts is not None:
+        arrays["prompts"] = np.array(prompts, dtype=np.str_)
     with atomic_path(Path(out)) as tmp, open(tmp, "wb") as f:
         np.savez(f, labels=saved_labels.astype(np.int64), **arrays)
     if grid and samples.ndim == 4:

@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from latentlab.data import load_dataset
 from latentlab.data.base import LatentlabDataset
-from latentlab.generation.config import GeneratorRunConfig
+from latentlab.data.text import TextTokenizer
+from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig
 from latentlab.generation.encode import cached_split
 from latentlab.generation.generator import FOLDER, Generator
-from latentlab.generation.models import Modelled, build_models, build_process, resolve_network
+from latentlab.generation.models import (
+    Modelled,
+    build_models,
+    build_process,
+    null_condition,
+    resolve_network,
+)
 from latentlab.generation.objectives import (
     ARObjective,
     GANObjective,
     GeneratorObjective,
     ProcessObjective,
 )
+from latentlab.generation.prompts import Prompted, prompt_tokenizer, resolve_condition
 from latentlab.nn import num_parameters
 from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training import RunDir, train
@@ -38,19 +47,44 @@ from latentlab.training.skeleton import run_skeleton
 log = logging.getLogger("latentlab")
 
 
-def generator_data(cfg: GeneratorRunConfig) -> tuple[LatentlabDataset, LatentlabDataset,
-                                                       Modelled]:
-    """Train and test data of the run: latent caches of the tokenizer, or the data itself."""
+@dataclass
+class GeneratorData:
+    """What a generator run trains on.
+
+    Attributes:
+        train, test: the splits (latent caches of the tokenizer, or the data itself); for a
+            text-conditioned run their labels are prompt token ids (`Prompted`).
+        what: what the generator models.
+        generator: the generator config with its condition resolved for this data.
+        prompts: the tokenizer of the prompts of a text-conditioned run, else None.
+    """
+
+    train: LatentlabDataset
+    test: LatentlabDataset
+    what: Modelled
+    generator: GeneratorConfig
+    prompts: TextTokenizer | None
+
+
+def generator_data(cfg: GeneratorRunConfig) -> GeneratorData:
+    """Train and test data of the run, and what it models."""
     if cfg.tokenizer:
-        train_data, test_data = (cached_split(cfg.tokenizer, cfg.data.spec, split)
+        text = cfg.generator.condition in ("auto", "text")
+        train_data, test_data = (cached_split(cfg.tokenizer, cfg.data.spec, split, text)
                                  for split in ("train", "test"))
-        vocab = int(train_data.source.get("codebook_size", "0"))
-        what = Modelled(tuple(train_data.shape), train_data.kind, train_data.num_classes, vocab)
+        kind, vocab = train_data.kind, int(train_data.source.get("codebook_size", "0"))
     else:
         train_data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
         test_data = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
-        what = Modelled(tuple(train_data.shape), "latents", train_data.num_classes)
-    return train_data, test_data, what
+        kind, vocab = "latents", 0
+    g = resolve_condition(cfg.generator, train_data)
+    prompts = None
+    if g.condition == "text":
+        prompts = prompt_tokenizer(g.text, train_data)
+        train_data, test_data = Prompted(train_data, prompts), Prompted(test_data, prompts)
+    classes = train_data.num_classes if g.condition == "class" else 0
+    what = Modelled(tuple(train_data.shape), kind, classes, vocab, g.condition)
+    return GeneratorData(train_data, test_data, what, g, prompts)
 
 
 def renderer(tokenizer: Tokenizer | None, what: Modelled):
@@ -68,29 +102,30 @@ def renderer(tokenizer: Tokenizer | None, what: Modelled):
     return render
 
 
-def make_objective(cfg: GeneratorRunConfig, what: Modelled,
-                   tokenizer: Tokenizer | None) -> GeneratorObjective:
+def make_objective(cfg: GeneratorRunConfig, what: Modelled, tokenizer: Tokenizer | None,
+                   prompts: TextTokenizer | None = None) -> GeneratorObjective:
     g = cfg.generator
-    models = build_models(g, what)
+    models = build_models(g, what, prompts)
     render = renderer(tokenizer, what)
+    null = null_condition(what, prompts)
     if g.family == "ar":
-        return ARObjective(models["model"], what.num_classes, g.label_dropout, render)
+        return ARObjective(models["model"], null, g.label_dropout, render)
     if g.family == "gan":
-        return GANObjective(models["model"], models["discriminator"], what.num_classes,
-                            g.network.loss, render)
-    return ProcessObjective(models["model"], build_process(g), what.num_classes,
-                            g.label_dropout, render)
+        return GANObjective(models["model"], models["discriminator"], null, g.network.loss,
+                            render)
+    return ProcessObjective(models["model"], build_process(g), null, g.label_dropout, render)
 
 
 def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new") -> dict:
     """Train the generator `cfg` describes into run directory `out`; returns final metrics."""
     world = D.setup(cfg.train.device)
-    train_data, test_data, what = generator_data(cfg)
-    cfg = dataclasses.replace(cfg, generator=resolve_network(cfg.generator, what))
+    data = generator_data(cfg)
+    train_data, test_data, what = data.train, data.test, data.what
+    cfg = dataclasses.replace(cfg, generator=resolve_network(data.generator, what))
     tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
 
     def body(run: RunDir, text: str) -> dict:
-        objective = make_objective(cfg, what, tokenizer)
+        objective = make_objective(cfg, what, tokenizer, data.prompts)
         step_flops = mean_step_flops(objective, first_batch(train_data, cfg.train.batch_size),
                                      cfg.train.steps, points=1)
         result = train(objective, train_data, cfg.train, run, text, eval_data=test_data,
@@ -102,7 +137,7 @@ def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new"
                    "steps": result.step, "replicas_identical": result.replicas_identical,
                    "step_flops": step_flops, "train_flops": step_flops * cfg.train.steps}
         if world.is_main:
-            Generator(cfg, what, model).save(run.path / FOLDER)
+            Generator(cfg, what, model, data.prompts).save(run.path / FOLDER)
         return metrics
 
     return run_skeleton(cfg, out, mode, body, seed=cfg.train.seed, writer=world.is_main)

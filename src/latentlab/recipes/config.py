@@ -47,6 +47,10 @@ class CoupledConfig:
     """Network of the tiny generators of a continuous latent: an MLP on the flattened latent, or
     the big generator in miniature (dit: its patching, depth, heads' width and conditioning at
     each of `widths`; needs a DiT big generator)."""
+    condition: Literal["auto", "text", "none"] = "auto"
+    """What the tiny generators are conditioned on: text (the data's captions, through a
+    caption tokenizer trained on the training captions and a one-block text encoder per tiny
+    generator), or none; auto: text when the data has captions."""
     depth: int = 2
     """Residual blocks (MLP) or transformer blocks (ar) of each tiny generator (a tiny DiT takes
     the big one's depth)."""

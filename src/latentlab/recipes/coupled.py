@@ -45,6 +45,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from latentlab.data.text import TextTokenizer
 from latentlab.generators.process import per_batch
 from latentlab.generators.samplers import euler
 from latentlab.nn import num_parameters
@@ -77,9 +78,10 @@ class Coupled:
     loss: torch.Tensor
     """() lambda * L_pred, already weighted (0 when off)."""
     logs: dict[str, torch.Tensor]
-    tiny_input: torch.Tensor
+    tiny_input: tuple[torch.Tensor, torch.Tensor | None]
     """Detached: what the tiny phases of this step train on (`Coupling.tiny_loss`), the
-    standardised latent (B, L, *S) or the tokens (B, N)."""
+    standardised latent (B, L, *S) or the tokens (B, N), and the prompts' token ids (B, P) of
+    text-conditioned tiny generators (else None)."""
 
 
 def distort(z: torch.Tensor, z_tiny: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
@@ -114,14 +116,15 @@ class Coupling(nn.Module):
         self.phases = tuple(f"tiny_{w}" for w in cfg.widths)
         self.register_buffer("var_min", torch.ones(()))
 
-    def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
+    def couple(self, out: BottleneckOutput, step: int, frozen: bool,
+               cond: torch.Tensor | None = None) -> Coupled:
         raise NotImplementedError
 
     def due(self, step: int) -> bool:
         """Whether `observe` wants held-out latents at this step (continuous latents only)."""
         return False
 
-    def tiny_terms(self, k: int, tiny_input: torch.Tensor
+    def tiny_terms(self, k: int, tiny_input: torch.Tensor, cond: torch.Tensor | None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss to train tiny generator k on, per-item values (B,), their series (B,))."""
         raise NotImplementedError
@@ -133,12 +136,12 @@ class Coupling(nn.Module):
         """Final figures for metrics.json (rho and the like)."""
         raise NotImplementedError
 
-    def tiny_loss(self, k: int, tiny_input: torch.Tensor
+    def tiny_loss(self, k: int, tiny_input: tuple[torch.Tensor, torch.Tensor | None]
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss of tiny generator k on `tiny_input` (`Coupled.tiny_input` of this
         step's micro-batch, handed on by the autoencoder phase); its per-item values go to
         the tracker."""
-        loss, values, series = self.tiny_terms(k, tiny_input)
+        loss, values, series = self.tiny_terms(k, *tiny_input)
         self.tracker.add(k, series, values.detach())
         return loss, {f"tiny/loss_{self.cfg.widths[k]}": loss.detach()}
 
@@ -179,13 +182,14 @@ class LatentCoupling(Coupling):
     """
 
     def __init__(self, cfg: CoupledConfig, latent_shape: tuple[int, ...], family: str,
-                 big: BigGenerator, steps: int = 1, batch: int = 1):
+                 big: BigGenerator, steps: int = 1, batch: int = 1,
+                 prompts: TextTokenizer | None = None):
         dit = big.dit if cfg.tiny == "dit" else None
         if cfg.tiny == "dit" and dit is None:
             raise ValueError("tiny: dit builds the big generator in miniature, but the big "
                              "generator is not a DiT (name its config in coupled.big_generator)")
-        tiny = [tiny_generator(latent_shape, w, cfg.depth, dit=dit, num_classes=big.num_classes)
-                for w in cfg.widths]
+        tiny = [tiny_generator(latent_shape, w, cfg.depth, dit=dit, num_classes=big.num_classes,
+                               prompts=prompts) for w in cfg.widths]
         super().__init__(cfg, tiny, [f"t{b}" for b in range(cfg.t_bins)], big.parameters,
                          big.samples, cfg.fit_history)
         self.steps, self.batch = steps, batch
@@ -195,13 +199,15 @@ class LatentCoupling(Coupling):
         self.register_buffer("predicted", torch.full((cfg.t_bins,), math.nan))
         self.register_buffer("observed_at", torch.tensor(-1))
 
-    def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
+    def couple(self, out: BottleneckOutput, step: int, frozen: bool,
+               cond: torch.Tensor | None = None) -> Coupled:
         """Standardise the latent, add the regularizer, distort the decoder's share.
 
         Args:
             out: the bottleneck's output; out.latent (B, L, *S).
             step: the training step.
             frozen: the encoder is frozen (DAE stage 2): no regularizer, running statistics.
+            cond: (B, P) prompt token ids of text-conditioned tiny generators, else None.
         """
         z = out.latent
         n, std = self.standardize(z, frozen)  # (B, L, *S) each
@@ -210,18 +216,19 @@ class LatentCoupling(Coupling):
         weight = self.weight(step, frozen)
         loss = n.new_zeros(())
         if weight > 0:
-            l_pred = self._regularizer(n)
+            l_pred = self._regularizer(n, cond)
             loss = weight * l_pred
             logs["coupled/l_pred"] = l_pred.detach()
         logs["coupled/lambda"] = torch.tensor(weight)
         latent = z
         rows = round(self.cfg.distort_fraction * z.shape[0])
         if step >= self.cfg.start and (self.fitted or self.cfg.rho >= 0) and rows:
-            latent = self._distorted(z, n, std, rows, step)
+            latent = self._distorted(z, n, std, rows, step,
+                                     None if cond is None else cond[:rows])
         logs |= self.tracker.logs() | {"coupled/rho": self.rho.mean(),
                                        "coupled/anneal": torch.tensor(self.anneal(step))}
         logs |= {f"coupled/rho_t{b}": r for b, r in enumerate(self.rho)}
-        return Coupled(latent, loss, logs, n.detach())
+        return Coupled(latent, loss, logs, (n.detach(), cond))
 
     @property
     def fitted(self) -> bool:
@@ -247,39 +254,41 @@ class LatentCoupling(Coupling):
                 and int(self.observed_at) != step)
 
     @torch.no_grad()
-    def observe(self, step: int, z: torch.Tensor) -> None:
-        """Score every tiny generator on held-out latents z (N, L, *S), standardised per
-        channel over the set, per t-bin under fixed draws (`binned_losses`)."""
+    def observe(self, step: int, z: torch.Tensor, cond: torch.Tensor | None = None) -> None:
+        """Score every tiny generator on held-out latents z (N, L, *S) (and their prompts'
+        ids `cond`), standardised per channel over the set, per t-bin under fixed draws
+        (`binned_losses`)."""
         self.observed_at.fill_(step)
         dims = [0] if self.cfg.standardize == "element" else [0, *range(2, z.ndim)]
         n = (z.float() - z.float().mean(dims, keepdim=True)) / z.float().std(
             dims, keepdim=True).clamp_min(1e-6)
         x0 = rearrange(n, "b ... -> b (...)")
-        losses = torch.stack([binned_losses(self.process, m, x0, self.cfg.t_bins)
+        losses = torch.stack([binned_losses(self.process, m, x0, self.cfg.t_bins, cond)
                               for m in self.tiny])  # (K, T)
         self.tracker.observe(step * self.batch, losses)
 
-    def _regularizer(self, n: torch.Tensor) -> torch.Tensor:
-        """L_pred on n, with gradient to n on the paths not detached."""
+    def _regularizer(self, n: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """L_pred on n (given the prompts `cond`), with gradient to n on the paths not
+        detached."""
         models = self.tiny if self.cfg.regularizer == "mean" else self.tiny[-1:]
         n_in = n.detach() if self.cfg.stop_grad_input else n
         n_target = n.detach() if self.cfg.stop_grad_target else n
-        losses = [self._loss(m, n_in, n_target)[0].mean() for m in models]
+        losses = [self._loss(m, n_in, n_target, cond)[0].mean() for m in models]
         return torch.stack(losses).mean()
 
-    def _loss(self, model: nn.Module, n_in: torch.Tensor, n_target: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, model: nn.Module, n_in: torch.Tensor, n_target: torch.Tensor,
+              cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-item loss (B,) of a tiny generator and the times drawn (B,); as `Process.loss`,
         with separate input and target latents so either path can be detached."""
         x_in, x_target = (rearrange(v, "b ... -> b (...)") for v in (n_in, n_target))  # (B, D)
         t = self.process.sample_train_time(len(x_in), None, x_in.device, x_in.dtype)
         noise = torch.randn_like(x_in)
-        prediction = model(self.process.add_noise(x_in, noise, t), t, None)
+        prediction = model(self.process.add_noise(x_in, noise, t), t, cond)
         target = self.process.target(x_target, noise, t)
         return (prediction.float() - target.float()).pow(2).mean(1), t
 
-    def tiny_terms(self, k: int, tiny_input: torch.Tensor):
-        per_item, t = self._loss(self.tiny[k], tiny_input, tiny_input)
+    def tiny_terms(self, k: int, tiny_input: torch.Tensor, cond: torch.Tensor | None):
+        per_item, t = self._loss(self.tiny[k], tiny_input, tiny_input, cond)
         return per_item.mean(), per_item, self.bin_of(t)
 
     def bin_of(self, t: torch.Tensor) -> torch.Tensor:
@@ -309,19 +318,21 @@ class LatentCoupling(Coupling):
         return min(1.0, max(0.0, (last - step) / max(self.cfg.anneal * self.steps, 1.0)))
 
     @torch.no_grad()
-    def move(self, x0: torch.Tensor, step: int) -> torch.Tensor:
-        """(R, D) the distortion of standardised latents x0 (R, D) (module docstring, 4.)."""
+    def move(self, x0: torch.Tensor, step: int, cond: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """(R, D) the distortion of standardised latents x0 (R, D) with prompts `cond`
+        (module docstring, 4.)."""
         largest = self.tiny[-1]
         if self.cfg.distortion == "ode":
             rho = self.rho_at(torch.full((len(x0),), 0.5, device=x0.device))
             if self.cfg.rho < 0:  # the rms over t-bins: the round trip crosses every t
                 rho = rho.new_full(rho.shape, float(self.rho.pow(2).mean().sqrt()))
-            error = round_trip(self.process, largest, x0, self.cfg.ode_steps) - x0
+            error = round_trip(self.process, largest, x0, self.cfg.ode_steps, cond) - x0
         else:
             lo, hi = self.cfg.t_range
             t = lo + (hi - lo) * torch.rand(len(x0), device=x0.device)
             x_t = self.process.add_noise(x0, torch.randn_like(x0), t)
-            error = self.process.x0_estimate(largest(x_t, t, None).float(), x_t, t) - x0
+            error = self.process.x0_estimate(largest(x_t, t, cond).float(), x_t, t) - x0
             rho = self.rho_at(t)
             if self.cfg.distortion == "gaussian":
                 scale = error.norm(dim=1, keepdim=True) / math.sqrt(x0.shape[1])
@@ -329,11 +340,11 @@ class LatentCoupling(Coupling):
         return distort(x0, x0 + error, rho * self.anneal(step)) - x0
 
     def _distorted(self, z: torch.Tensor, n: torch.Tensor, std: torch.Tensor, rows: int,
-                   step: int) -> torch.Tensor:
+                   step: int, cond: torch.Tensor | None) -> torch.Tensor:
         """z with its first `rows` items moved (`move`), in z's scale (times `std`). The move
         is detached; z keeps its gradient (the reconstruction must still reach the encoder)."""
         with torch.no_grad():
-            moved = self.move(rearrange(n[:rows], "b ... -> b (...)"), step)  # (R, D)
+            moved = self.move(rearrange(n[:rows], "b ... -> b (...)"), step, cond)  # (R, D)
             delta = (moved.reshape(n[:rows].shape) * std).to(z.dtype)  # (R, L, *S)
         return torch.cat([z[:rows] + delta, z[rows:]])
 
@@ -348,13 +359,13 @@ TIME_EPS = 1e-3
 """The round trip runs over t in [TIME_EPS, 1 - TIME_EPS], where every path's x_t is finite."""
 
 
-def probability_flow(process, model: nn.Module, x: torch.Tensor, t: torch.Tensor
-                     ) -> torch.Tensor:
+def probability_flow(process, model: nn.Module, x: torch.Tensor, t: torch.Tensor,
+                     cond: torch.Tensor | None = None) -> torch.Tensor:
     """dx/dt of the probability-flow ODE of any Gaussian path x_t = alpha_t x_0 + sigma_t eps,
     from the model's estimates: alpha'(t) x0_hat + sigma'(t) eps_hat (DDIM's ODE; for the flow
     path, alpha = 1 - t and sigma = t, it is the velocity eps_hat - x0_hat). x (B, D), t 0-d."""
     tb = t.expand(len(x)).to(x.dtype)
-    x0_hat = process.x0_estimate(model(x, tb, None).float(), x, tb)
+    x0_hat = process.x0_estimate(model(x, tb, cond).float(), x, tb)
     alpha, sigma = process.coefficients(tb)
     eps_hat = (x - per_batch(alpha, x) * x0_hat) / per_batch(sigma, x)
     h = 1e-4  # central differences: the coefficients of every process are smooth in t
@@ -363,12 +374,14 @@ def probability_flow(process, model: nn.Module, x: torch.Tensor, t: torch.Tensor
     return per_batch(d_alpha, x) * x0_hat + per_batch(d_sigma, x) * eps_hat
 
 
-def round_trip(process, model: nn.Module, x0: torch.Tensor, steps: int) -> torch.Tensor:
+def round_trip(process, model: nn.Module, x0: torch.Tensor, steps: int,
+               cond: torch.Tensor | None = None) -> torch.Tensor:
     """x0 (B, D) carried to noise and back along the model's probability-flow ODE (Euler,
-    `steps` each way); a perfect model on exact arithmetic returns x0."""
+    `steps` each way) given the conditions `cond`; a perfect model on exact arithmetic returns
+    x0."""
     ts = torch.linspace(TIME_EPS, 1 - TIME_EPS, steps + 1, device=x0.device, dtype=x0.dtype)
 
     def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return probability_flow(process, model, x, t)
+        return probability_flow(process, model, x, t, cond)
 
     return euler(field, euler(field, x0, ts), ts.flip(0))

@@ -2,7 +2,8 @@
 tiny autoregressive priors on the token grid.
 
 - Each tiny prior of width w_k learns next-token prediction on the tokens of this step
-  (raster order, unconditional) in its own optimizer phase. Two series are tracked per prior:
+  (raster order; after the prompt on captioned data, else unconditional) in its own optimizer
+  phase. Two series are tracked per prior:
   the cross-entropy (nats per token) and the error rate of its argmax prediction.
 - Regularizer: tokens are discrete, so the next-token loss cannot reach the encoder through the
   indices. It reaches it through the latent instead: each latent vector l_i (straight-through,
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from latentlab.data.text import TextTokenizer
 from latentlab.recipes.config import CoupledConfig
 from latentlab.recipes.coupled import Coupled, Coupling
 from latentlab.recipes.scaling import PowerLaw, rho_squared
@@ -47,9 +49,11 @@ class TokenCoupling(Coupling):
     """
 
     def __init__(self, cfg: CoupledConfig, bottleneck: Bottleneck,
-                 latent_shape: tuple[int, ...], n_big: int):
+                 latent_shape: tuple[int, ...], n_big: int,
+                 prompts: TextTokenizer | None = None):
         vocab = bottleneck.codebook_size
-        tiny = [tiny_generator(latent_shape[1:], w, cfg.depth, vocab) for w in cfg.widths]
+        tiny = [tiny_generator(latent_shape[1:], w, cfg.depth, vocab, prompts=prompts)
+                for w in cfg.widths]
         super().__init__(cfg, tiny, ["ce", "error"], n_big)
         self._bottleneck = [bottleneck]  # a reference, not a submodule: the tokenizer owns it
         self.register_buffer("rho", torch.ones(()))
@@ -59,29 +63,31 @@ class TokenCoupling(Coupling):
     def bottleneck(self) -> Bottleneck:
         return self._bottleneck[0]
 
-    def couple(self, out: BottleneckOutput, step: int, frozen: bool) -> Coupled:
+    def couple(self, out: BottleneckOutput, step: int, frozen: bool,
+               cond: torch.Tensor | None = None) -> Coupled:
         tokens = rearrange(out.indices, "b ... -> b (...)")  # (B, N)
         self.begin_step(step)
         logs = self.latent_logs(out.latent)
         weight = self.weight(step, frozen)
         loss = out.latent.new_zeros((), dtype=torch.float32)
         if weight > 0:
-            l_pred = self._regularizer(out.latent, tokens)
+            l_pred = self._regularizer(out.latent, tokens, cond)
             loss = weight * l_pred
             logs["coupled/l_pred"] = l_pred.detach()
         latent = out.latent
         if step >= self.cfg.start and self.tracker.fitted(ERROR) and self.replace > 0:
-            latent = self._replaced(out, tokens)
+            latent = self._replaced(out, tokens, cond)
         logs |= self.tracker.logs() | {"coupled/lambda": torch.tensor(weight),
                                        "coupled/rho": self.rho, "coupled/replace": self.replace}
-        return Coupled(latent, loss, logs, tokens.detach())
+        return Coupled(latent, loss, logs, (tokens.detach(), cond))
 
     def codes(self) -> torch.Tensor:
         """(V, L) fp32: every code of the bottleneck."""
         indices = torch.arange(self.bottleneck.codebook_size, device=self.rho.device)[:, None]
         return self.bottleneck.indices_to_codes(indices).float()[..., 0]
 
-    def _regularizer(self, latent: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def _regularizer(self, latent: torch.Tensor, tokens: torch.Tensor,
+                     cond: torch.Tensor | None) -> torch.Tensor:
         """Cross-entropy of the largest tiny prior against the soft code assignment of each
         latent vector (gradient to the encoder through the latent)."""
         vectors = rearrange(latent.float(), "b l ... -> b (...) l")  # (B, N, L)
@@ -91,11 +97,11 @@ class TokenCoupling(Coupling):
             gaps.fill_diagonal_(float("inf"))
             tau = gaps.min(dim=1).values.median().clamp_min(1e-8)
         assignment = F.softmax(-(vectors[..., None, :] - codes).pow(2).sum(-1) / tau, dim=-1)
-        log_p = F.log_softmax(self.tiny[-1](tokens).float(), dim=-1)  # (B, N, V)
+        log_p = F.log_softmax(self.tiny[-1](tokens, cond).float(), dim=-1)  # (B, N, V)
         return -(assignment * log_p).sum(-1).mean()
 
-    def tiny_terms(self, k: int, tokens: torch.Tensor):
-        logits = self.tiny[k](tokens).float()  # (B, N, V)
+    def tiny_terms(self, k: int, tokens: torch.Tensor, cond: torch.Tensor | None):
+        logits = self.tiny[k](tokens, cond).float()  # (B, N, V)
         ce = F.cross_entropy(rearrange(logits, "b n v -> b v n"), tokens, reduction="none")
         error = (logits.argmax(-1) != tokens).float()  # (B, N)
         b = len(tokens)
@@ -110,12 +116,13 @@ class TokenCoupling(Coupling):
         if laws[ERROR] is not None and largest[ERROR] > 0:
             self.replace.fill_(min(1.0, max(0.0, laws[ERROR](self.n_big) / largest[ERROR])))
 
-    def _replaced(self, out: BottleneckOutput, tokens: torch.Tensor) -> torch.Tensor:
+    def _replaced(self, out: BottleneckOutput, tokens: torch.Tensor,
+                  cond: torch.Tensor | None) -> torch.Tensor:
         """The latent with each token replaced, with probability `replace`, by the code of the
         largest prior's prediction (teacher-forced on the true prefix). Tokens kept keep their
         (straight-through) gradient."""
         with torch.no_grad():
-            predicted = self.tiny[-1](tokens).argmax(-1).reshape(out.indices.shape)  # (B, *S)
+            predicted = self.tiny[-1](tokens, cond).argmax(-1).reshape(out.indices.shape)
             mask = torch.rand(out.indices.shape, device=tokens.device) < self.replace
             codes = self.bottleneck.indices_to_codes(predicted).to(out.latent.dtype)
         return torch.where(mask[:, None], codes, out.latent)  # (B, L, *S)

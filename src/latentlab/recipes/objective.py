@@ -48,15 +48,21 @@ class TokenizerObjective(Objective):
         dae: the DAE's settings, or None for single-stage recipes.
         coupling: the tiny generators of a coupled recipe, or None.
         steps: the run's length (places the DAE switch, then kept in a buffer).
+        heldout: (N, C, H, W) held-out images whose latents score the tiny generators.
+        prompted: the tiny generators are text-conditioned: batches' `y` are prompt token ids
+            (`generation.prompts.Prompted`), and `heldout_prompts` (N, P) those of `heldout`.
     """
 
     def __init__(self, tokenizer: Tokenizer, loss: LossConfig, dae: DAEConfig | None = None,
                  coupling: Coupling | None = None, steps: int = 1,
-                 heldout: torch.Tensor | None = None):
+                 heldout: torch.Tensor | None = None, prompted: bool = False,
+                 heldout_prompts: torch.Tensor | None = None):
         super().__init__()
         self.tokenizer, self.cfg, self.coupling = tokenizer, loss, coupling
+        self.prompted = prompted
         # held-out images whose latents score the tiny generators (not saved: data, not state)
         self.register_buffer("heldout", heldout, persistent=False)
+        self.register_buffer("heldout_prompts", heldout_prompts, persistent=False)
         self.weak_decoder = (weak_decoder(tokenizer.cfg, tokenizer.in_channels, dae)
                              if dae is not None else None)
         self.unused_parameters = dae is not None  # one decoder idles in each stage
@@ -102,7 +108,7 @@ class TokenizerObjective(Objective):
     def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
         if phase == "autoencoder":
             self.last_step.fill_(step)
-            return self.autoencoder_loss(batch.x, step)
+            return self.autoencoder_loss(batch.x, step, batch.y if self.prompted else None)
         if phase == "discriminator":
             return self.discriminator_step_loss(batch.x, step)
         k = self.coupling.phases.index(phase)
@@ -117,8 +123,10 @@ class TokenizerObjective(Objective):
         with torch.no_grad():
             return self.tokenizer.encode(x)
 
-    def autoencoder_loss(self, x: torch.Tensor, step: int) -> PhaseOutput:
-        """The autoencoder's loss; with a coupling, it hands on what the tiny phases train on."""
+    def autoencoder_loss(self, x: torch.Tensor, step: int, cond: torch.Tensor | None = None
+                         ) -> PhaseOutput:
+        """The autoencoder's loss; with a coupling, it hands on what the tiny phases train on
+        (with the prompts' ids `cond` of text-conditioned tiny generators)."""
         frozen = self.frozen(step)
         out = self.encode(x, step)
         latent, loss = out.latent, (out.loss if not frozen else out.loss.detach())
@@ -126,8 +134,8 @@ class TokenizerObjective(Objective):
         tiny_input = None
         if self.coupling is not None:
             if self.heldout is not None and self.coupling.due(step):
-                self.coupling.observe(step, self.heldout_latents())
-            coupled = self.coupling.couple(out, step, frozen)
+                self.coupling.observe(step, self.heldout_latents(), self.heldout_prompts)
+            coupled = self.coupling.couple(out, step, frozen, cond)
             latent, loss, tiny_input = coupled.latent, loss + coupled.loss, coupled.tiny_input
             logs |= coupled.logs
         x_hat = self.decoder(step)(latent)

@@ -234,8 +234,8 @@ def run_width(width: int, cfg: ScalingConfig, family: str, data: LatentCache, tr
     def body(run: RunDir, text: str) -> dict:
         model = tiny_generator(data.shape, width, cfg.depth, vocab)
         process = None if family == "ar" else tiny_process(family)
-        objective = (ARObjective(model, 0, 0.0) if process is None
-                     else ProcessObjective(model, process, 0, 0.0))
+        objective = (ARObjective(model, None, 0.0) if process is None
+                     else ProcessObjective(model, process, None, 0.0))
         log.info("width %d: %d parameters, %d steps", width, num_parameters(model), cfg.steps)
         result = train(objective, train_items, record.train, run, text)
         scores = score_width(width, result.eval_model, process, heldout, run.path,

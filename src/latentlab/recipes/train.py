@@ -20,9 +20,12 @@ from latentlab import config as C
 from latentlab import pixels
 from latentlab.config import switched
 from latentlab.data import load_dataset
-from latentlab.data.base import eval_batches
+from latentlab.data.base import LatentlabDataset, eval_batches
 from latentlab.data.config import DataConfig
+from latentlab.data.text import TextTokenizer
 from latentlab.errors import ConfigError
+from latentlab.generation.config import TextConfig
+from latentlab.generation.prompts import Prompted, prompt_tokenizer
 from latentlab.generators.denoisers.dit import DiT
 from latentlab.nn import num_parameters
 from latentlab.recipes.baseline import LossConfig, evaluate_tokenizer
@@ -94,8 +97,20 @@ def save_reconstructions(tokenizer: Tokenizer, data, path: Path, n: int = 32) ->
     pixels.save_grid(torch.cat([view.x, recon]), path, nrow=16, scale=4)
 
 
-def big_generator(cfg: TokenizerRunConfig, latent: tuple[int, ...], num_classes: int
-                  ) -> BigGenerator:
+def coupled_prompts(cfg: TokenizerRunConfig, data: LatentlabDataset) -> TextTokenizer | None:
+    """The tokenizer of the prompts a coupled recipe's tiny generators are conditioned on (see
+    `coupled.condition`), trained on the training captions; None when they are unconditional."""
+    if cfg.coupled is None or cfg.coupled.condition == "none":
+        return None
+    if not data.captioned:
+        if cfg.coupled.condition == "text":
+            raise ConfigError(f"coupled.condition: text, but {data.name} has no captions")
+        return None
+    return prompt_tokenizer(TextConfig(), data)
+
+
+def big_generator(cfg: TokenizerRunConfig, latent: tuple[int, ...], num_classes: int,
+                  prompts: TextTokenizer | None = None) -> BigGenerator:
     """What a coupled recipe extrapolates to: `coupled.big_parameters` (and `big_samples`), or
     the network `coupled.big_generator` (a generator run config) builds for this latent, its
     training samples (steps x batch) and, for a DiT, its config."""
@@ -111,18 +126,22 @@ def big_generator(cfg: TokenizerRunConfig, latent: tuple[int, ...], num_classes:
     run = C.load(GeneratorRunConfig, coupled.big_generator)
     discrete = cfg.model.bottleneck.kind in ("vq", "lfq", "fsq")
     vocab = build_bottleneck(cfg.model.bottleneck, cfg.model.latent_channels).codebook_size or 0
+    condition = "text" if prompts is not None else "class" if num_classes else "none"
     what = Modelled(latent[1:] if discrete else latent, "indices" if discrete else "latents",
-                    num_classes, vocab)
-    network = build_models(run.generator, what)["model"]
+                    num_classes if condition == "class" else 0, vocab, condition)
+    network = build_models(run.generator, what, prompts)["model"]
     return BigGenerator(
         coupled.big_parameters or num_parameters(network),
         coupled.big_samples or run.train.steps * run.train.batch_size,
         network.cfg if isinstance(network, DiT) else None, num_classes)
 
 
-def build_objective(cfg: TokenizerRunConfig, data, heldout=None) -> TokenizerObjective:
+def build_objective(cfg: TokenizerRunConfig, data, heldout=None,
+                    prompts: TextTokenizer | None = None) -> TokenizerObjective:
     """The tokenizer and the parts its recipe adds (see `recipes.objective`); `heldout` (a
-    dataset never trained on, e.g. the test split) gives a coupled recipe's held-out latents."""
+    dataset never trained on, e.g. the test split) gives a coupled recipe's held-out latents.
+    With `prompts` (`coupled_prompts`) the tiny generators are text-conditioned and `data` and
+    `heldout` are `Prompted` by them."""
     tokenizer = Tokenizer(cfg.model, data.shape[0])
     coupling = None
     if cfg.recipe.startswith("coupled"):
@@ -134,30 +153,43 @@ def build_objective(cfg: TokenizerRunConfig, data, heldout=None) -> TokenizerObj
             raise ConfigError(f"coupled.family: '{family}' does not fit a "
                               f"{'discrete' if tokenizer.discrete else 'continuous'} latent "
                               "(ar for vq/lfq/fsq; flow, ddpm or vpsde otherwise)")
-        big = big_generator(cfg, latent, data.num_classes)
+        big = big_generator(cfg, latent, data.num_classes, prompts)
         if tokenizer.discrete:
-            coupling = TokenCoupling(cfg.coupled, tokenizer.bottleneck, latent, big.parameters)
+            coupling = TokenCoupling(cfg.coupled, tokenizer.bottleneck, latent, big.parameters,
+                                     prompts)
         else:
             try:
                 coupling = LatentCoupling(cfg.coupled, latent, family, big, cfg.train.steps,
-                                          cfg.train.batch_size)
+                                          cfg.train.batch_size, prompts)
             except ValueError as e:
                 raise ConfigError(f"coupled.{e}") from None
     dae = cfg.dae if cfg.recipe.endswith("dae") else None
-    images = None
+    images = ids = None
     if coupling is not None and heldout is not None and cfg.coupled.heldout:
-        items = range(min(cfg.coupled.heldout, len(heldout)))
-        images = heldout.__getitems__(list(items)).x
-    return TokenizerObjective(tokenizer, cfg.loss, dae, coupling, cfg.train.steps, images)
+        items = heldout.__getitems__(list(range(min(cfg.coupled.heldout, len(heldout)))))
+        images, ids = items.x, (items.y if prompts is not None else None)
+    return TokenizerObjective(tokenizer, cfg.loss, dae, coupling, cfg.train.steps, images,
+                              prompts is not None, ids)
+
+
+def load_splits(cfg: TokenizerRunConfig) -> tuple[LatentlabDataset, LatentlabDataset,
+                                                   TextTokenizer | None]:
+    """The run's train and test data, `Prompted` when its tiny generators read prompts, and
+    the tokenizer of those prompts (else None)."""
+    data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
+    test = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
+    prompts = coupled_prompts(cfg, data)
+    if prompts is None:
+        return data, test, None
+    return Prompted(data, prompts), Prompted(test, prompts), prompts
 
 
 def tokenizer_step_flops(cfg: TokenizerRunConfig) -> float:
     """Mean training FLOPs of one optimizer step of the tokenizer run `cfg` (every phase: the
     autoencoder, tiny generators, discriminator), on one batch of its data."""
-    data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
-    test = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
+    data, test, prompts = load_splits(cfg)
     cfg = build_tokenizer(cfg, data.shape)
-    objective = build_objective(cfg, data, heldout=test)
+    objective = build_objective(cfg, data, test, prompts)
     return mean_step_flops(objective, first_batch(data, cfg.train.batch_size), cfg.train.steps)
 
 
@@ -179,12 +211,11 @@ def recipe_record(cfg: TokenizerRunConfig, objective: TokenizerObjective) -> dic
 def train_tokenizer(cfg: TokenizerRunConfig, out: str | Path, mode: Mode = "new") -> dict:
     """Train the tokenizer `cfg` describes into run directory `out`; returns final metrics."""
     world = D.setup(cfg.train.device)
-    data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
-    test = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
+    data, test, prompts = load_splits(cfg)
     cfg = build_tokenizer(cfg, data.shape)
 
     def body(run: RunDir, text: str) -> dict:
-        objective = build_objective(cfg, data, heldout=test)
+        objective = build_objective(cfg, data, test, prompts)
         step_flops = mean_step_flops(objective, first_batch(data, cfg.train.batch_size),
                                      cfg.train.steps)
         result = train(objective, data, cfg.train, run, text, eval_data=test,
