@@ -144,7 +144,7 @@ def test_guidance_needs_a_conditional_generator(tmp_path, capsys):
     capsys.readouterr()
     code = main(["sample", "--generator", str(tmp_path / "gen"), "--out",
                  str(tmp_path / "x.npz"), "--cfg", "2"])
-    assert code == 2 and "needs a class-conditional generator" in capsys.readouterr().err
+    assert code == 2 and "needs a conditional generator" in capsys.readouterr().err
 
 
 def _unlabelled(tmp_path):
