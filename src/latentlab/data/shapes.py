@@ -22,6 +22,7 @@ Legend: N items, S image side, K objects per item at most, A attributes per obje
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from einops import rearrange
@@ -77,13 +78,15 @@ class World:
     phrasings: bool = False
     holdout: frozenset[tuple[str, str]] = frozenset()
 
-    @property
+    @cached_property  # asked once per item: build it once
     def names(self) -> dict[str, list[str]]:
         names = {**ATTRIBUTES, "shape": list(self.shapes)}
         return names if self.objects == 1 else {**names, "relation": RELATIONS}
 
     def held_out(self, objects: np.ndarray) -> bool:
         """Whether a (K, A) object array holds a held-out colour-shape pair."""
+        if not self.holdout:
+            return False
         colours = ATTRIBUTES["colour"]
         return any((colours[c], self.shapes[s]) in self.holdout for s, c, *_ in objects if s >= 0)
 

@@ -36,10 +36,10 @@ def _chooser(rng: np.random.Generator | None) -> Choose:
     return lambda options: options[int(rng.integers(len(options)))]
 
 
-def noun_phrase(attributes: np.ndarray, stated: np.ndarray, names: dict[str, list[str]],
+def noun_phrase(attributes: list[int], stated: list[bool], names: dict[str, list[str]],
                 choose: Choose) -> str:
-    """One object, (A,) attribute indices and (A,) stated flags -> "a small red circle at ..."."""
-    value = {a: names[a][int(v)] for a, v in zip(names, attributes, strict=False)}
+    """One object, A attribute indices and A stated flags -> "a small red circle at ..."."""
+    value = {a: names[a][v] for a, v in zip(names, attributes, strict=False)}
     say = dict(zip(names, stated, strict=False))
     words = [choose(ARTICLES)]
     words += [value[a] for a in ("size", "colour") if say[a]]
@@ -62,10 +62,11 @@ def caption(objects: np.ndarray, stated: np.ndarray, relations: np.ndarray,
         rng: draws the wording; None gives the canonical wording.
     """
     choose = _chooser(rng)
-    count = int((objects[:, 0] >= 0).sum())
+    objects, stated, relations = objects.tolist(), stated.tolist(), relations.tolist()
+    count = sum(row[0] >= 0 for row in objects)
     text = noun_phrase(objects[0], stated[0], names, choose)
     for k in range(1, count):
-        relation = int(relations[k])
+        relation = relations[k]
         link = (choose(RELATION_WORDS[RELATIONS[relation]]) if relation >= 0
                 else choose(CONJUNCTIONS))
         text += f" {link} {noun_phrase(objects[k], stated[k], names, choose)}"
