@@ -11,7 +11,7 @@ import torch
 from latentlab.data import load_dataset
 from latentlab.data.base import Scenes
 from latentlab.data.shapes import CELLS, PALETTE, SHAPES, SHAPES_ALL, SIZES
-from latentlab.data.shapes_captions import RELATION_WORDS, RELATIONS
+from latentlab.data.shapes_captions import RELATION_WORDS, RELATIONS, parse_caption
 from latentlab.errors import DataError
 
 MULTI = "shapes:size=48,n=240,seed=2,objects=3,shapes=6"
@@ -171,3 +171,28 @@ def test_scenes_default_to_nothing_held_out():
 def test_captioned_says_whether_captions_exist():
     assert load_dataset("shapes:size=8,n=4").captioned
     assert not load_dataset("digits").captioned
+
+
+@pytest.mark.parametrize("spec", ["shapes:size=8,n=300,seed=6,objects=3,shapes=6,phrasings=on",
+                                  "shapes:size=8,n=100,seed=6,phrasings=on",
+                                  "shapes:size=8,n=100,seed=6,objects=2"])
+def test_parse_caption_reads_every_wording_back(spec):
+    data = load_dataset(spec)
+    scenes, k = data.scenes, data.scenes.objects.shape[1]
+    for i, text in enumerate(data.captions):
+        objects, stated, relations = parse_caption(text, scenes.names, k)
+        assert np.array_equal(stated, scenes.stated[i]), text
+        assert np.array_equal(objects, np.where(stated, scenes.objects[i], -1)), text
+        assert np.array_equal(relations, scenes.relations[i]), text
+
+
+def test_parse_caption_takes_typed_prompts_and_rejects_others():
+    names = load_dataset("shapes:size=8,n=4,objects=2").scenes.names
+    objects, stated, relations = parse_caption("A large red circle left of an orange square",
+                                               names, 2)
+    assert objects.tolist() == [[0, 0, 1, -1], [1, 6, -1, -1]] and relations.tolist() == [-1, 0]
+    assert stated.tolist() == [[True, True, True, False], [True, True, False, False]]
+    assert parse_caption("red circle at the top left", names)[0].tolist() == [[0, 0, -1, 0]]
+    for bad in ["a purple circle", "a red circle left of a square left of a star", ""]:
+        with pytest.raises(ValueError, match="caption"):
+            parse_caption(bad, names, 2)

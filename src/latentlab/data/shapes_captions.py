@@ -6,11 +6,15 @@ a small green star at the bottom" (the compositional world). With one, each choi
 position wording, relation synonym, conjunction, frame) is drawn per item, so the same content is
 said in several ways; the canonical choice is always the first of each list.
 
+`parse_caption` reads any of these wordings back into attributes, so a prompt typed by a user can
+be judged like a caption.
+
 Legend: K objects per item at most, A attributes per object.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -71,3 +75,57 @@ def caption(objects: np.ndarray, stated: np.ndarray, relations: np.ndarray,
                 else choose(CONJUNCTIONS))
         text += f" {link} {noun_phrase(objects[k], stated[k], names, choose)}"
     return choose(FRAMES).format(text)
+
+
+def _alternatives(words) -> str:
+    """A regex group matching any of `words`, longest first ("to the left of" before "left of")."""
+    return "(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + ")"
+
+
+def parse_caption(text: str, names: dict[str, list[str]], k: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inverse of `caption` for any of its wordings: what a prompt states, per object.
+
+    Args:
+        text: a caption, or a prompt written in the same words (any case; the article may be
+            "a", "an", "one" or left out).
+        names: the `Scenes.names` of the world.
+        k: rows of the result (the world's most objects); more objects than k is an error.
+
+    Returns:
+        objects (K, A) int64 value indices, -1 where the prompt does not state the attribute and
+        on rows past the last object; stated (K, A) bool; relations (K,) int64 as in `caption`.
+
+    Raises:
+        ValueError: the text is not in the captions' grammar.
+    """
+    body = " ".join(text.strip().lower().split())
+    for frame in sorted(FRAMES[1:], key=len, reverse=True):
+        head, tail = frame.split("{}")
+        if body.startswith(head) and body.endswith(tail) and len(body) > len(frame) - 2:
+            body = body[len(head):len(body) - len(tail)]
+            break
+    relation_of = {w: r for r, name in enumerate(RELATIONS) for w in RELATION_WORDS[name]}
+    parts = re.split(f" {_alternatives([*relation_of, *CONJUNCTIONS])} ", body)
+    noun = re.compile(
+        f"(?:{_alternatives([*ARTICLES, 'an'])} )?(?:{_alternatives(names['size'])} )?"
+        f"(?:{_alternatives(names['colour'])} )?{_alternatives([*names['shape'], 'shape'])}"
+        f"(?: {_alternatives(w.format('') for w in POSITION_WORDS)}"
+        f"{_alternatives(names['position'])})?")
+    count = (len(parts) + 1) // 2
+    if count > k:
+        raise ValueError(f"caption {text!r}: {count} objects, the world has at most {k}")
+    objects = np.full((k, len(names) - ("relation" in names)), -1, dtype=np.int64)
+    relations = np.full(k, -1, dtype=np.int64)
+    for j, phrase in enumerate(parts[::2]):
+        found = noun.fullmatch(phrase)
+        if found is None:
+            raise ValueError(f"caption {text!r}: cannot read {phrase!r}")
+        _, size, colour, shape, _, position = found.groups()
+        for a, value in enumerate((shape, colour, size, position)):
+            attribute = ("shape", "colour", "size", "position")[a]
+            if value is not None and value != "shape":
+                objects[j, a] = names[attribute].index(value)
+        if j > 0:
+            relations[j] = relation_of.get(parts[2 * j - 1], -1)
+    return objects, objects >= 0, relations
