@@ -28,7 +28,9 @@ def test_builtin_specs_parse_to_typed_options():
     assert spec.options == {"k": 8, "d": 10, "std": 0.5, "n": 2000, "seed": 0}
     assert isinstance(spec.options["k"], int) and isinstance(spec.options["std"], float)
     assert parse_spec("digits").options == {}
-    assert parse_spec("shapes:size=16").options == {"size": 16, "n": 4000, "seed": 0}
+    assert parse_spec("shapes:size=16").options == {
+        "size": 16, "n": 4000, "seed": 0, "objects": 1, "shapes": 3, "phrasings": False,
+        "holdout": frozenset()}
     assert parse_spec("faces").options == {"size": 32}
     assert parse_spec(" mixture : k = 3 ").options["k"] == 3  # spaces from YAML are harmless
 

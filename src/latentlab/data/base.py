@@ -34,20 +34,30 @@ class Scenes:
             object of an item.
         stated: (N, K, A) bool, True where the caption states that attribute of that object.
         relations: (N, K) int64, the relation (an index into `names["relation"]` where the data
-            has relations) that the caption states between object k and object k - 1; -1 none.
+            has relations) that the caption states between object k - 1 and object k, read in
+            caption order: r at k says "object k - 1 is names["relation"][r] object k" ("a red
+            circle left of a blue square": the circle is object k - 1); -1 none.
         names: attribute name -> the names of its values, in column order of `objects`.
+        held_out: (N,) bool, True where the item holds an attribute combination held out of
+            the training split (only a test split has any); all False when not given.
     """
 
     objects: np.ndarray
     stated: np.ndarray
     relations: np.ndarray
     names: dict[str, list[str]]
+    held_out: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.held_out is None:  # frozen: set the default the one way a frozen dataclass can
+            object.__setattr__(self, "held_out", np.zeros(len(self.objects), dtype=bool))
 
     def __len__(self) -> int:
         return len(self.objects)
 
     def subset(self, idx) -> Scenes:
-        return Scenes(self.objects[idx], self.stated[idx], self.relations[idx], self.names)
+        return Scenes(self.objects[idx], self.stated[idx], self.relations[idx], self.names,
+                      self.held_out[idx])
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,7 @@ class LatentlabDataset(Dataset):
 
     @property
     def captioned(self) -> bool:
-        """Whether every item has a caption."""
+        """Whether `caption` gives text for every item (cheap: reads nothing)."""
         return False
 
     @property
@@ -198,6 +208,10 @@ class ArrayDataset(LatentlabDataset):
 
     def caption(self, i: int) -> str | None:
         return self.captions[i] if self.captions is not None else None
+
+    @property
+    def captioned(self) -> bool:
+        return self.captions is not None
 
 
 def eval_batches(data: LatentlabDataset, device: torch.device | str,

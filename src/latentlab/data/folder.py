@@ -7,6 +7,9 @@ Layouts (hidden entries, starting with '.', are ignored; other non-image files t
     root/train/..., root/test/...       either of the above per split; otherwise a seeded
                                         holdout of the whole folder is the test split
 
+Captions, where the folder has them (NAME.txt beside NAME.png, or a captions.jsonl), are read
+when the dataset is made; see `latentlab.data.folder_captions`.
+
 Files are ordered by a depth-first walk with the entries of each folder sorted by name. Only
 the first image is opened when the dataset is made (its size and mode fix the item shape), so a
 folder of a million images opens in seconds and DataLoader workers decode in parallel.
@@ -29,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from latentlab import pixels
 from latentlab.data.base import UNLABELLED, Batch, LatentlabDataset
+from latentlab.data.folder_captions import CaptionError, read_captions
 from latentlab.data.splits import holdout_indices
 from latentlab.errors import DataError
 
@@ -118,7 +122,8 @@ class ImageFolder(LatentlabDataset):
         channels: 1 (grey) or 3 (RGB); None takes it from the first image's mode.
         test_fraction: share of the test split when the folder has no train/ and test/.
         seed: seeds that holdout.
-        skip_corrupt: replace a corrupt image by the next readable one instead of raising.
+        skip_corrupt: replace a corrupt image, or one whose caption is missing, empty or
+            undecodable, by the next good one instead of raising.
     """
 
     def __init__(self, split: str, name: str, path: Path, resize: tuple[int, int] | None = None,
@@ -140,6 +145,7 @@ class ImageFolder(LatentlabDataset):
                 raise DataError(f"{root}: no images left for the {split} split")
         self.files, self.name, self.resize = files, name, resize is not None
         self.skip_corrupt, self._warned = skip_corrupt, set()
+        self.captions, self._uncaptioned = self._captions(root)
         # the train split's first readable image fixes the size and mode of both splits
         size, mode, self.first = self._reference(tops[0])
         self.size = resize or size
@@ -157,13 +163,41 @@ class ImageFolder(LatentlabDataset):
                 self._warn(e)
         raise DataError(f"{train_top}: no readable image")
 
+    def _captions(self, root: Path) -> tuple[list[str] | None, dict[int, CaptionError]]:
+        """Each file's caption (None when the folder has none) and the errors of the files
+        whose caption is missing, empty or undecodable (only kept with skip_corrupt)."""
+        found = read_captions(root, self.top, self.files)
+        if found is None:
+            return None, {}
+        bad = {i: c for i, c in enumerate(found) if isinstance(c, CaptionError)}
+        if bad and not self.skip_corrupt:
+            raise next(iter(bad.values()))
+        if len(bad) == len(found):
+            raise DataError(f"{self.top}: no image with a usable caption")
+        return [c if isinstance(c, str) else "" for c in found], bad
+
+    @property
+    def captioned(self) -> bool:
+        return self.captions is not None
+
+    def caption(self, i: int) -> str | None:
+        """Item i's caption; with skip_corrupt, that of the item `load(i)` falls back to when
+        i's caption is unusable (a corrupt image is only found out by decoding it, so its
+        replacement is not followed here)."""
+        if self.captions is None:
+            return None
+        while i in self._uncaptioned:
+            i = (i + 1) % len(self)
+        return self.captions[i]
+
     def __len__(self) -> int:
         return len(self.files)
 
-    def _warn(self, error: CorruptImage) -> None:
+    def _warn(self, error: DataError) -> None:
         if str(error) not in self._warned:  # once per file (and per DataLoader worker)
             self._warned.add(str(error))
-            warnings.warn(f"skipping corrupt image: {error}", stacklevel=3)
+            what = "image without a caption" if isinstance(error, CaptionError) else "corrupt image"
+            warnings.warn(f"skipping {what}: {error}", stacklevel=3)
 
     def _decode(self, i: int) -> torch.Tensor:
         """Item i as (C, H, W) float32 in [-1, 1]; CorruptImage or DataError names the file."""
@@ -184,6 +218,9 @@ class ImageFolder(LatentlabDataset):
         """Item i, or with skip_corrupt the next readable one after it; and whether it skipped."""
         for step in range(len(self)):
             j = (i + step) % len(self)
+            if j in self._uncaptioned:  # only with skip_corrupt: skipped like a corrupt image
+                self._warn(self._uncaptioned[j])
+                continue
             try:
                 return self._decode(j), int(self.labels[j]), step > 0
             except CorruptImage as e:

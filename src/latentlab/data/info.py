@@ -63,7 +63,7 @@ def summarise(data: LatentlabDataset) -> dict:
     labels = (dict(zip(data.class_names, counts.tolist(), strict=True)) if data.num_classes
               else "unlabelled")
     return {"size": len(data), "shape": list(data.shape), "dtype": dtype, "min": low,
-            "max": high, "labels": labels, "captions": data.caption(0) is not None}
+            "max": high, "labels": labels, "captions": data.captioned}
 
 
 def save_scatter(data: LatentlabDataset, path: str | os.PathLike) -> Path:

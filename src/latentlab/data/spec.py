@@ -7,10 +7,18 @@ Grammar::
     ITEM    := KEY "=" VALUE | PATH        (a bare PATH only as the first item of an on-disk kind)
 
 Examples: ``digits``, ``mixture:k=8,d=10,std=0.5``, ``folder:/data/imgs,resize=32``,
-``npz:/x/data.npz``, ``/x/data.npz``. A bare PATH (an existing ``.npz`` file or directory) has
-its kind inferred by `infer_kind`. Options are typed per kind in `KINDS`; a spec that does not
-parse raises a one-line `DataError` naming the spec and what is wrong. Paths cannot contain a
-comma, since the comma separates options.
+``npz:/x/data.npz``, ``/x/data.npz``,
+``shapes:objects=3,shapes=6,phrasings=on,holdout=green triangle/red-circle``. A bare PATH (an
+existing ``.npz`` file or directory) has its kind inferred by `infer_kind`. Options are typed
+per kind in `KINDS`; a spec that does not parse raises a one-line `DataError` naming the spec
+and what is wrong. Paths cannot contain a comma, since the comma separates options.
+
+Options of ``shapes`` beyond size, n and seed: ``objects=K`` (1..3; K > 1 is the compositional
+world of 1..K objects per image in distinct cells of the 3x3 grid, with sizes and relations),
+``shapes=M`` (3..6: circle, square, triangle, then star, diamond, cross), ``phrasings=on|off``
+(varied wordings of the same content) and ``holdout=PAIRS``: colour-shape pairs that no training
+image contains (the test split keeps them), pairs separated by "/", the colour and the shape of
+a pair by a space or a hyphen, e.g. ``holdout=green-triangle/red-circle``.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pathlib import Path
 
 from latentlab.data.cifar import TRAIN_FILES as CIFAR10_TRAIN_FILES
 from latentlab.data.mnist import FILES as MNIST_FILES
+from latentlab.data.shapes import MAX_SHAPES, MIN_SHAPES, OBJECTS, PALETTE, SHAPES_ALL
 from latentlab.errors import DataError
 
 REQUIRED = object()  # the default of an option that has none
@@ -75,6 +84,33 @@ def _image_size(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
+def _in_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _switch(text: str) -> bool:
+    if text.lower() not in ("on", "off"):
+        raise ValueError(text)
+    return text.lower() == "on"
+
+
+def _pairs(text: str) -> frozenset[tuple[str, str]]:
+    """'green triangle/red-circle' -> {("green", "triangle"), ("red", "circle")}."""
+    pairs = set()
+    for pair in text.split("/"):
+        words = re.split(r"[\s-]+", pair.strip())
+        if len(words) != 2 or words[0] not in PALETTE or words[1] not in SHAPES_ALL:
+            raise ValueError(text)
+        pairs.add((words[0], words[1]))
+    return frozenset(pairs)
+
+
 def _directory(text: str) -> Path:
     if not text or not Path(text).is_dir():
         raise ValueError(text)
@@ -106,8 +142,17 @@ KINDS: dict[str, dict[str, Option]] = {
         "n": _count(2000),
         "seed": SEED,
     },
-    "shapes": {"size": Option("an integer >= 8", _at_least(8, int), 32), "n": _count(4000),
-               "seed": SEED},
+    "shapes": {
+        "size": Option("an integer >= 8", _at_least(8, int), 32),
+        "n": _count(4000),
+        "seed": SEED,
+        "objects": Option(f"an integer from 1 to {OBJECTS}", _in_range(1, OBJECTS), 1),
+        "shapes": Option(f"an integer from {MIN_SHAPES} to {MAX_SHAPES}",
+                         _in_range(MIN_SHAPES, MAX_SHAPES), MIN_SHAPES),
+        "phrasings": Option("on or off", _switch, False),
+        "holdout": Option(f"colour-shape pairs separated by '/' (colours: {', '.join(PALETTE)}; "
+                          f"shapes: {', '.join(SHAPES_ALL)})", _pairs, frozenset()),
+    },
     "faces": {"size": _count(32)},
     "folder": {
         "path": DIRECTORY,
