@@ -4,15 +4,22 @@ not, and class-conditional models keep their parameters."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from einops import rearrange
 
 from latentlab.generators import PROCESSES
+from latentlab.generators.autoregressive import ARConfig, ARTransformer
 from latentlab.generators.denoisers.dit import DiT, DiTConfig
+from latentlab.generators.denoisers.mlp import MLPDenoiser, MLPDenoiserConfig
+from latentlab.generators.gan import GANConfig, GANDiscriminator, GANGenerator
 from latentlab.generators.guidance import drop_labels, guided
 from latentlab.nn.text import TextEncoder
 
 B, C, S = 3, 4, 8  # batch, latent channels, latent side
+V, N = 8, 6  # image token vocabulary, image tokens (autoregressive model)
 VOCAB, L = 30, 8  # text vocabulary, prompt length (max_len)
 PROMPTS = torch.tensor([[1, 5, 7, 0, 0, 0, 0, 0],  # begin id 1, then tokens, then pad id 0
                         [1, 9, 0, 0, 0, 0, 0, 0],
@@ -136,3 +143,128 @@ def test_guidance_scale_one_samples_as_the_conditional_model(name):
     unconditional = process.sample(model, (B, C, S, S), None, steps=3,
                                    generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(sample(guidance=0.0), unconditional, **close)
+
+
+def text_ar() -> ARTransformer:
+    torch.manual_seed(0)
+    return ARTransformer(ARConfig(width=32, depth=2, heads=2), V, N, text=encoder()).eval()
+
+
+def image_tokens(seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, V, (B, N), generator=torch.Generator().manual_seed(seed))
+
+
+def naive_log_prob(model: ARTransformer, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(x_i | prompt, x_<i) (B, N) from the stream [prompt, start token, x_0 .. x_{N-2}]
+    built by hand, with attention written out (causal, prompt padding masked out) and the
+    image positions picked by hand."""
+    context = model.text(ids)
+    start = model.class_embed.weight[0].expand(B, 1, -1)
+    image = torch.cat([start, model.token_embed(x[:, :-1])], dim=1) + model.pos_embed
+    h = torch.cat([model.prompt_embed(context.tokens), image], dim=1)  # (B, L + N, D)
+    visible = torch.cat([context.mask, torch.ones(B, N, dtype=torch.bool)], dim=1)
+    visible = torch.ones(L + N, L + N).tril().bool() & visible[:, None, :]  # (B, query, key)
+    for block in model.blocks:
+        q, k, v = rearrange(block.attn.qkv(block.norm1(h)), "b s (three n k) -> three b n s k",
+                            three=3, n=2)
+        weights = (q @ k.transpose(-1, -2) / math.sqrt(k.shape[-1]))
+        weights = weights.masked_fill(~visible[:, None], -math.inf).softmax(-1)
+        h = h + block.attn.proj(rearrange(weights @ v, "b n s k -> b s (n k)"))
+        h = h + block.mlp(block.norm2(h))
+    logp = model.head(model.norm(h)).log_softmax(-1)[:, L:]  # (B, N, V), image positions
+    return logp.gather(-1, x[..., None]).squeeze(-1)
+
+
+def test_ar_null_prompt_is_the_unconditional_path():
+    model, x = text_ar(), image_tokens()
+    assert torch.equal(model.null_class, model.text.null_ids)
+    assert torch.equal(model(x, model.text.null(B)), model(x, None))
+    assert torch.equal(model.log_prob(x, model.text.null(B)), model.log_prob(x))
+    assert not torch.allclose(model(x, PROMPTS), model(x))
+
+
+def test_ar_scores_the_image_tokens_alone():
+    model, x = text_ar(), image_tokens()
+    logp = model.log_prob(x, PROMPTS)
+    assert logp.shape == (B, N) and model(x, PROMPTS).shape == (B, N, V)
+    torch.testing.assert_close(logp, naive_log_prob(model, x, PROMPTS))
+    # padding is invisible: what the encoder makes of it changes nothing
+    with torch.no_grad():
+        model.text.embed.weight[model.text.pad_id].normal_()
+        model.text.pos[-1].normal_()
+    torch.testing.assert_close(model.log_prob(x, PROMPTS), logp)
+
+
+def test_ar_kv_cache_over_the_prompt_matches_full_recomputation():
+    model, x = text_ar(), image_tokens()
+    full = model(x, PROMPTS)  # (B, N, V)
+    cache = None
+    for i in range(N):
+        logits, cache = model.next_token_logits(x[:, :i], PROMPTS, cache)
+        assert cache.length == L + i + 1 and cache.keys.shape == (B, L + i + 1)
+        torch.testing.assert_close(logits, full[:, i], rtol=1e-5, atol=1e-5)
+    for guidance in (None, 2.0):
+        drawn = [model.sample(B, PROMPTS, guidance=guidance, use_cache=use_cache,
+                              generator=torch.Generator().manual_seed(0))
+                 for use_cache in (True, False)]
+        assert torch.equal(*drawn)
+
+
+def test_ar_guidance_scale_one_is_the_conditional_model():
+    model, x = text_ar(), image_tokens()
+    for i in (0, 3):
+        conditional, _ = model.next_token_logits(x[:, :i], PROMPTS)
+        guided_logits, cache = model.next_token_logits(x[:, :i], PROMPTS, guidance=1.0)
+        torch.testing.assert_close(guided_logits, conditional)
+        assert cache.keys.shape[0] == 2 * B  # conditional rows, then null-prompt rows
+        unconditional, _ = model.next_token_logits(x[:, :i], None)
+        torch.testing.assert_close(model.next_token_logits(x[:, :i], PROMPTS, guidance=0.0)[0],
+                                   unconditional)
+    draw = lambda **kw: model.sample(B, PROMPTS, generator=torch.Generator().manual_seed(0),  # noqa: E731
+                                     **kw)
+    assert torch.equal(draw(guidance=1.0), draw())
+
+
+def text_gan(shape: tuple[int, ...]) -> tuple[GANGenerator, GANDiscriminator]:
+    torch.manual_seed(0)
+    cfg = GANConfig(noise_dim=8, width=8, depth=2)
+    return GANGenerator(cfg, shape, text=encoder()), GANDiscriminator(cfg, shape, text=encoder())
+
+
+@pytest.mark.parametrize("shape", [(2,), (3, 8, 8)])
+def test_gan_null_prompt_is_the_unconditional_path_and_prompts_matter(shape):
+    generator, discriminator = text_gan(shape)
+    noise = torch.randn(B, 8, generator=torch.Generator().manual_seed(0))
+    fake = generator(noise, PROMPTS)
+    null = generator.text.null(B)
+    assert torch.equal(generator(noise, null), generator(noise, None))
+    assert torch.equal(discriminator(fake, null), discriminator(fake, None))
+    assert not torch.allclose(generator(noise, PROMPTS.roll(1, dims=0)), fake)
+    # the projection term: the logit moves with the prompt
+    assert not torch.allclose(discriminator(fake, PROMPTS.roll(1, dims=0)),
+                              discriminator(fake, PROMPTS))
+    with pytest.raises(ValueError, match="prompt ids"):
+        generator(noise, torch.zeros(B, dtype=torch.long))
+    with pytest.raises(ValueError, match="text, num_classes"):
+        GANDiscriminator(GANConfig(), shape, num_classes=3, text=encoder())
+
+
+def test_mlp_denoiser_takes_prompts():
+    torch.manual_seed(0)
+    model = MLPDenoiser(2, MLPDenoiserConfig(width=16, depth=1), text=encoder())
+    perturb([model.out[-1]])
+    x, t = torch.randn(B, 2), torch.rand(B)
+    assert torch.equal(model(x, t, model.text.null(B)), model(x, t, None))
+    assert not torch.allclose(model(x, t, PROMPTS), model(x, t, None))
+    torch.testing.assert_close(guided(model, 1.0, model.null_class)(x, t, PROMPTS),
+                               model(x, t, PROMPTS))
+
+
+def test_class_models_have_no_text_parameters():
+    cfg = GANConfig(noise_dim=8, width=8)
+    models = [ARTransformer(ARConfig(width=32, depth=1, heads=2), V, N, num_classes=3),
+              GANGenerator(cfg, (2,), 3), GANDiscriminator(cfg, (2,), 3),
+              MLPDenoiser(2, MLPDenoiserConfig(width=16), num_classes=3)]
+    for model in models:
+        assert model.text is None and isinstance(getattr(model, "null_class", 0), int)
+        assert not [k for k in model.state_dict() if k.startswith(("text", "prompt"))]
