@@ -7,8 +7,16 @@ The sequence fed to the transformer is [class token, x_0, ..., x_{N-2}]; the out
 i is the distribution of image token x_i, so x_0 is predicted from the class token alone. An
 unconditional model always feeds the null class (its start token).
 
+A text-conditioned model (DALL-E style: one causal stream of text, then image) feeds
+[c_0, ..., c_{L-1}, start token, x_0, ..., x_{N-2}]: the L prompt tokens as its text encoder
+encodes them (its own positions included), projected to width, then the image part of an
+unconditional model, whose start token predicts x_0. Padding
+positions of the prompt are masked out as keys for every query; the prompt positions' outputs
+are never scored, so the image log-likelihood is that of the N image tokens alone. The KV
+cache holds the prompt once encoded.
+
 Legend: B batch, N tokens per image (seq_len), T positions fed now, P positions cached,
-V vocabulary, D width.
+V vocabulary, D width, L prompt tokens, E text width.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentlab.generators.guidance import null_like
 from latentlab.nn import num_parameters
 from latentlab.nn.transformer import KV, MLP, SelfAttention
 
@@ -55,11 +64,13 @@ class ARConfig:
 @dataclass(frozen=True)
 class KVCache:
     """Keys and values of every layer for the first `length` positions of a batch of sequences
-    (position 0 is the class token). Immutable: a step returns a new cache, so a caller can keep
-    an old one to branch from."""
+    (position 0 is the class token, or the first prompt token). Immutable: a step returns a new
+    cache, so a caller can keep an old one to branch from."""
 
     layers: tuple[KV, ...]
     """Per layer, keys and values, each (B, heads, length, D / heads)."""
+    keys: torch.Tensor | None = None
+    """(B, length) bool, False at prompt padding (no query sees it); None without a prompt."""
 
     @property
     def length(self) -> int:
@@ -77,14 +88,16 @@ class Block(nn.Module):
         self.mlp = MLP(cfg.width, cfg.mlp_ratio, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
-        h, kv = self.attn(self.norm1(x), causal=True, past=past)
+    def forward(self, x: torch.Tensor, past: KV | None = None,
+                keys: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
+        h, kv = self.attn(self.norm1(x), causal=True, past=past, keys=keys)
         x = x + self.drop(h)
         return x + self.mlp(self.norm2(x)), kv
 
 
 class ARTransformer(nn.Module):
-    """Decoder-only transformer prior: (indices (B, N), cond (B,) | None) -> logits (B, N, V).
+    """Decoder-only transformer prior: (indices (B, N), cond) -> logits (B, N, V), cond being (B,)
+    labels, (B, L) prompt ids or None.
 
     The head is untied from the token embedding and has a bias: the vocabulary is small, so tying
     saves little, and the bias holds the marginal token frequencies directly (the first thing an
@@ -97,17 +110,27 @@ class ARTransformer(nn.Module):
         num_classes: classes of the conditioning labels; 0 = unconditional. The class table has
             num_classes + 1 entries, the last (index num_classes) being the null class of
             classifier-free guidance and the start token of unconditional models.
+        text: a prompt encoder (`latentlab.nn.text.TextEncoder` interface) whose encoded prompt
+            prefixes the stream; a submodule, so it trains and saves with the model. Excludes
+            num_classes > 0.
     """
 
-    def __init__(self, cfg: ARConfig, vocab_size: int, seq_len: int, num_classes: int = 0):
+    def __init__(self, cfg: ARConfig, vocab_size: int, seq_len: int, num_classes: int = 0,
+                 text: nn.Module | None = None):
         super().__init__()
         if min(vocab_size, seq_len) < 1 or num_classes < 0:
             raise ValueError(f"vocab_size, seq_len, num_classes: need >= 1, >= 1, >= 0, got "
                              f"{vocab_size}, {seq_len}, {num_classes}")
+        if text is not None and num_classes:
+            raise ValueError(f"text, num_classes: a model is conditioned on text or on classes, "
+                             f"got both (num_classes={num_classes})")
         self.cfg, self.vocab_size, self.seq_len = cfg, vocab_size, seq_len
         self.num_classes = num_classes
         self.token_embed = nn.Embedding(vocab_size, cfg.width)
         self.class_embed = nn.Embedding(num_classes + 1, cfg.width)
+        self.text = text
+        if text is not None:
+            self.prompt_embed = nn.Linear(text.width, cfg.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, cfg.width))  # (1, N, D)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -116,10 +139,18 @@ class ARTransformer(nn.Module):
         self.initialize_weights()
 
     @property
-    def null_class(self) -> int | None:
-        """Label index of "no class" for classifier-free guidance; None if unconditional (the
-        start token is then the class table's one entry, used whenever cond is None)."""
+    def null_class(self) -> int | torch.Tensor | None:
+        """The null condition of classifier-free guidance: the label index of "no class" (an
+        int), the null prompt's (L,) ids for a text-conditioned model, or None if unconditional
+        (the start token is then the class table's one entry, used whenever cond is None)."""
+        if self.text is not None:
+            return self.text.null_ids
         return self.num_classes if self.num_classes else None
+
+    @property
+    def prompt_len(self) -> int:
+        """L, the stream positions of the prompt before the image part (0 without text)."""
+        return 0 if self.text is None else self.text.max_len
 
     @property
     def num_parameters(self) -> int:
@@ -127,8 +158,12 @@ class ARTransformer(nn.Module):
         return num_parameters(self)
 
     def initialize_weights(self) -> None:
-        """Every initialisation decision of the model (GPT-2 / nanoGPT's choices)."""
+        """Every initialisation decision of the model (GPT-2 / nanoGPT's choices); the text
+        encoder keeps its own."""
+        own = set(self.text.modules()) if self.text is not None else set()
         for module in self.modules():
+            if module in own:
+                continue
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
@@ -143,7 +178,14 @@ class ARTransformer(nn.Module):
 
     def _check_cond(self, cond: torch.Tensor | None, batch: int,
                     device: torch.device) -> torch.Tensor:
-        """Labels (B,) int64 with None replaced by the null class."""
+        """Labels (B,) int64, or prompt ids (B, L) for a text model, with None replaced by the
+        null class (the null prompt)."""
+        if self.text is not None:
+            if cond is None:
+                return self.text.null(batch).to(device)
+            assert cond.shape == (batch, self.prompt_len), (
+                f"cond must be ({batch}, {self.prompt_len}) prompt ids, got {tuple(cond.shape)}")
+            return cond
         if cond is None:
             return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
         if self.num_classes == 0:
@@ -151,45 +193,66 @@ class ARTransformer(nn.Module):
         assert cond.shape == (batch,), f"cond must be ({batch},), got {tuple(cond.shape)}"
         return cond
 
-    def _embed(self, indices: torch.Tensor, cond: torch.Tensor, start: int) -> torch.Tensor:
-        """Embed positions start .. start + T - 1 of [class token, indices...]: (B, T, D).
-        `indices` holds the image tokens at those positions (shifted by one: position i > 0 is
-        token i - 1), `cond` (B,) labels used only when start == 0."""
+    def _embed(self, indices: torch.Tensor, cond: torch.Tensor,
+               start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embed positions start .. start + T - 1 of [prompt (text models), class token,
+        indices...]: (B, T, D), and which of them are keys a query may see (B, T) bool (None
+        without a prompt). `indices` holds the image tokens at those positions (shifted by one:
+        the position after the class token's is token 0), `cond` the labels (B,) or prompt ids
+        (B, L), used only when start == 0. A text model starts at 0 or after the prompt."""
+        image_start = start - self.prompt_len  # position in the image part (class token at 0)
+        assert start == 0 or image_start >= 0, f"start {start} splits the prompt"
         x = self.token_embed(indices)  # (B, T', D)
-        if start == 0:
-            x = torch.cat([self.class_embed(cond)[:, None], x], dim=1)  # (B, T' + 1, D)
-        return self.drop(x + self.pos_embed[:, start:start + x.shape[1]])
+        if image_start <= 0:  # the class token is among the positions
+            label = cond if self.text is None else torch.zeros_like(cond[:, 0])  # start token
+            x = torch.cat([self.class_embed(label)[:, None], x], dim=1)  # (B, T' + 1, D)
+        first = max(image_start, 0)
+        x = x + self.pos_embed[:, first:first + x.shape[1]]
+        if self.text is None:
+            return self.drop(x), None
+        keys = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # (B, T)
+        if start == 0:  # the prompt, encoded once, before the image part
+            context = self.text(cond)
+            prompt = self.prompt_embed(context.tokens.to(self.prompt_embed.weight.dtype))
+            x, keys = torch.cat([prompt, x], dim=1), torch.cat([context.mask, keys], dim=1)
+        return self.drop(x), keys
 
-    def _transform(self, x: torch.Tensor,
-                   cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
-        """Blocks, final norm and head on embedded positions (B, T, D) -> logits (B, T, V)."""
+    def _transform(self, x: torch.Tensor, cache: KVCache | None,
+                   keys: torch.Tensor | None) -> tuple[torch.Tensor, KVCache]:
+        """Blocks, final norm and head on embedded positions (B, T, D) -> logits (B, T, V);
+        `keys` (B, T) says which of the new positions are visible (None: all)."""
+        if keys is not None and cache is not None:
+            keys = torch.cat([cache.keys, keys], dim=1)  # (B, P + T)
         layers = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if cache is None else cache.layers[i])
+            x, kv = block(x, None if cache is None else cache.layers[i], keys)
             layers.append(kv)
-        return self.head(self.norm(x)), KVCache(tuple(layers))
+        return self.head(self.norm(x)), KVCache(tuple(layers), keys)
 
     def forward(self, indices: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits.
 
         Args:
             indices: (B, T) int64 image tokens, T <= seq_len (usually T = seq_len).
-            cond: (B,) int64 labels in [0, num_classes], num_classes being the null class;
-                None = null class for all.
+            cond: (B,) int64 labels in [0, num_classes], num_classes being the null class, or
+                for a text model (B, L) int64 prompt ids; None = null class (prompt) for all.
 
         Returns:
-            (B, T, V) logits; logits[:, i] predicts token i from the class token and tokens < i.
+            (B, T, V) logits; logits[:, i] predicts token i from the class token (the prompt)
+            and tokens < i. The prompt positions' outputs are not returned.
         """
         assert indices.dim() == 2 and 1 <= indices.shape[1] <= self.seq_len, (
             f"indices must be (B, T) with 1 <= T <= {self.seq_len}, "
             f"got {tuple(indices.shape)}")
         cond = self._check_cond(cond, indices.shape[0], indices.device)
-        x = self._embed(indices[:, :-1], cond, start=0)  # (B, T, D): class token, tokens < T-1
-        logits, _ = self._transform(x, None)
-        return logits  # (B, T, V)
+        # (B, L + T, D): prompt (text models), class token, tokens < T-1
+        x, keys = self._embed(indices[:, :-1], cond, start=0)
+        logits, _ = self._transform(x, None, keys)
+        return logits[:, self.prompt_len:]  # (B, T, V)
 
     def log_prob(self, indices: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-token log-probabilities log p(x_i | class, x_<i): (B, N) float32, natural log.
+        """Per-token log-probabilities log p(x_i | class or prompt, x_<i): (B, N) float32,
+        natural log; the prompt's positions are not scored.
 
         The normalisation runs in float32 with autocast off even when the network runs under
         bf16 autocast, so the probabilities sum to 1 to fp32 precision. An entropy coder must
@@ -216,15 +279,16 @@ class ARTransformer(nn.Module):
 
         Args:
             prefix: (B, i) int64, the tokens decoded so far, 0 <= i < seq_len.
-            cond: (B,) labels or None (null class).
+            cond: (B,) labels, (B, L) prompt ids, or None (null class / prompt).
             cache: the cache returned by the previous call on the same sequences (holding at
-                most i + 1 positions), or None to compute from scratch.
+                most L + i + 1 positions, and the whole prompt if any), or None to compute from
+                scratch. The prompt is encoded only when there is no cache.
             guidance: classifier-free guidance scale on logits: uncond + scale * (cond - uncond)
                 (0 unconditional, 1 conditional; see generators/guidance.py). The cache then
                 holds the doubled batch (conditional rows first). None = no guidance.
 
         Returns:
-            Logits (B, V) float32 of token i, and the cache of positions 0..i.
+            Logits (B, V) float32 of token i, and the cache of positions 0..L + i.
         """
         b, i = prefix.shape
         if i >= self.seq_len:
@@ -232,21 +296,24 @@ class ARTransformer(nn.Module):
                              f"{self.seq_len}")
         if guidance is not None and cond is None:
             raise ValueError(f"guidance: classifier-free guidance (scale {guidance}) needs "
-                             "class labels, got cond=None")
+                             "class labels or prompts, got cond=None")
         cond = self._check_cond(cond, b, prefix.device)
         if guidance is not None:  # one batched pass: conditional rows, then unconditional ones
             prefix = torch.cat([prefix, prefix])
-            cond = torch.cat([cond, torch.full_like(cond, self.num_classes)])
-        done = 0 if cache is None else cache.length
-        if not 0 <= done <= i + 1:
-            raise ValueError(f"cache: holds {done} positions, more than the {i + 1} of a "
-                             f"{i}-token prefix")
-        if done == i + 1:  # already computed; recompute the last position from the rest
-            cache = KVCache(tuple((k[:, :, :i], v[:, :, :i]) for k, v in cache.layers))
-            done = i
-        # positions done .. i are the class token (position 0) and tokens done - 1 .. i - 1
-        x = self._embed(prefix[:, max(done - 1, 0):], cond, start=done)  # (B', i + 1 - done, D)
-        logits, cache = self._transform(x, cache)
+            cond = torch.cat([cond, null_like(cond, self.null_class)])
+        done, last = 0 if cache is None else cache.length, self.prompt_len + i  # stream positions
+        if not 0 <= done <= last + 1 or 0 < done < self.prompt_len:
+            raise ValueError(f"cache: holds {done} positions, more than the {last + 1} of a "
+                             f"{i}-token prefix, or part of the prompt")
+        if done == last + 1:  # already computed; recompute the last position from the rest
+            cache = KVCache(tuple((k[:, :, :last], v[:, :, :last]) for k, v in cache.layers),
+                            None if cache.keys is None else cache.keys[:, :last])
+            done = last
+        # positions done .. L + i are the prompt (if done = 0), the class token (image part's
+        # position 0) and tokens image_done - 1 .. i - 1
+        image_done = max(done - self.prompt_len, 0)
+        x, keys = self._embed(prefix[:, max(image_done - 1, 0):], cond, start=done)
+        logits, cache = self._transform(x, cache, keys)  # (B', L + i + 1 - done, V)
         logits = logits[:, -1].float()  # (B', V)
         if guidance is not None:
             cond_logits, uncond_logits = logits.chunk(2)
@@ -269,7 +336,7 @@ class ARTransformer(nn.Module):
 
         Args:
             n: sequences to draw.
-            cond: (n,) labels or None (null class).
+            cond: (n,) labels, (n, L) prompt ids, or None (null class / prompt).
             temperature: logits are divided by it; 0 = greedy (argmax).
             top_k: sample among the k most likely tokens only.
             top_p: sample from the smallest set of most likely tokens whose probability is at
@@ -290,7 +357,7 @@ class ARTransformer(nn.Module):
             raise ValueError(f"top_p: must be in (0, 1], got {top_p}")
         if guidance is not None and cond is None:
             raise ValueError(f"guidance: classifier-free guidance (scale {guidance}) needs "
-                             "class labels, got cond=None")
+                             "class labels or prompts, got cond=None")
         device = cond.device if cond is not None else self.pos_embed.device
         tokens = torch.empty(n, 0, dtype=torch.long, device=device)  # (n, i)
         cache = None

@@ -21,8 +21,14 @@ Choices that differ from DCGAN, and why:
 - Class conditioning: the generator concatenates a label embedding to the noise (conditional
   GAN, Mirza & Osindero 2014); the discriminator is a projection discriminator (Miyato &
   Koyama 2018), logit = psi(phi(x)) + <embed(y), phi(x)> on the pooled features phi(x).
+- Text conditioning (a `text` encoder given): the same, with embed(y) a linear projection of
+  the pooled prompt embedding; cond None means the null prompt. Each network reads prompts
+  through its own encoder (a submodule, trained by that network's optimizer). A GAN has no
+  classifier-free guidance: it draws a sample in one pass, with no unconditional prediction to
+  extrapolate from.
 
-Legend: B batch, Z noise_dim, D vector features, C channels, H height, W width, F features.
+Legend: B batch, Z noise_dim, D vector features, C channels, H height, W width, F features,
+L prompt tokens.
 """
 
 from __future__ import annotations
@@ -99,11 +105,37 @@ def _check_cond(cond: Tensor | None, num_classes: int, batch: int) -> None:
                          f"[{cond.min().item()}, {cond.max().item()}]")
 
 
+def _embed_cond(net: GANGenerator | GANDiscriminator, cond: Tensor | None,
+                batch: int) -> Tensor | None:
+    """The condition's embedding (B, Z or F): the label's, or the projected pooled prompt's
+    (cond (B, L) ids, None = the null prompt) for a text model; None when unconditional.
+    Raises ValueError when `cond` does not fit."""
+    if net.text is None:
+        _check_cond(cond, net.num_classes, batch)
+        return None if net.classes is None else net.classes(cond)
+    ids = net.text.null(batch) if cond is None else cond
+    if ids.shape != (batch, net.text.max_len):
+        raise ValueError(f"cond must be (B, L) = ({batch}, {net.text.max_len}) prompt ids, got "
+                         f"{tuple(ids.shape)}")
+    return net.prompt(net.text(ids).pooled.to(net.prompt.weight.dtype))
+
+
+def _check_text(text: nn.Module | None, num_classes: int) -> None:
+    if text is not None and num_classes:
+        raise ValueError(f"text, num_classes: a GAN is conditioned on text or on classes, got "
+                         f"both (num_classes={num_classes})")
+
+
 def _dcgan_init(module: nn.Module) -> None:
     """N(0, 0.02) conv / linear / embedding weights, zero biases, N(1, 0.02) norm scales
     (DCGAN section 4: "All weights were initialized from a zero-centered Normal distribution
-    with standard deviation 0.02"; the norm scales as in DCGAN's reference code)."""
+    with standard deviation 0.02"; the norm scales as in DCGAN's reference code). A text
+    encoder (`module.text`) keeps its own initialisation."""
+    text = getattr(module, "text", None)
+    own = set(text.modules()) if text is not None else set()
     for m in module.modules():
+        if m in own:
+            continue
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
@@ -119,14 +151,20 @@ class GANGenerator(nn.Module):
     Vectors (D,): MLP of `depth` Linear + ReLU layers of `width`, then Linear to D.
     Maps (C, H, W): Linear projection to (width * 2**n, 4, 4) with n = log2(H / 4), then n
     blocks of nearest x2 -> conv3x3 -> GroupNorm -> ReLU halving the channels, then conv3x3 to C.
-    The label embedding (width Z) is concatenated to the noise.
+    The label embedding (width Z) is concatenated to the noise; with a `text` encoder (a
+    submodule; excludes num_classes) the pooled prompt embedding projected to Z takes its place.
     """
 
-    def __init__(self, cfg: GANConfig, shape: tuple[int, ...], num_classes: int = 0):
+    def __init__(self, cfg: GANConfig, shape: tuple[int, ...], num_classes: int = 0,
+                 text: nn.Module | None = None):
         super().__init__()
+        _check_text(text, num_classes)
         self.cfg, self.shape, self.num_classes = cfg, _check_shape(shape), num_classes
         self.classes = nn.Embedding(num_classes, cfg.noise_dim) if num_classes else None
-        z_in = cfg.noise_dim * (2 if num_classes else 1)
+        self.text = text
+        if text is not None:  # a linear map of the pooled prompt, in the label table's place
+            self.prompt = nn.Linear(text.width, cfg.noise_dim)
+        z_in = cfg.noise_dim * (2 if num_classes or text is not None else 1)
         if len(self.shape) == 1:
             layers: list[nn.Module] = []
             for i in range(cfg.depth):
@@ -155,13 +193,14 @@ class GANGenerator(nn.Module):
         return num_parameters(self)
 
     def forward(self, noise: Tensor, cond: Tensor | None = None) -> Tensor:
-        """noise (B, Z), cond (B,) int64 or None -> samples (B, *shape)."""
+        """noise (B, Z), cond (B,) int64 labels, (B, L) int64 prompt ids or None -> samples
+        (B, *shape)."""
         assert noise.ndim == 2 and noise.shape[1] == self.cfg.noise_dim, (
             f"noise must be (B, {self.cfg.noise_dim}), got {tuple(noise.shape)}")
-        _check_cond(cond, self.num_classes, noise.shape[0])
+        embedding = _embed_cond(self, cond, noise.shape[0])  # (B, Z) or None
         z = noise
-        if self.classes is not None:
-            z = torch.cat([noise, self.classes(cond).to(noise.dtype)], dim=1)  # (B, 2Z)
+        if embedding is not None:
+            z = torch.cat([noise, embedding.to(noise.dtype)], dim=1)  # (B, 2Z)
         if len(self.shape) == 1:
             x = self.net(z)  # (B, D)
         else:
@@ -189,11 +228,14 @@ class GANDiscriminator(nn.Module):
     Maps (C, H, W): conv3x3 to `width` with LeakyReLU(0.2), then log2(H / 4) 4x4 stride-2 convs
     doubling the channels, each with GroupNorm and LeakyReLU(0.2), down to 4x4; features
     phi(x) are the sum over the 4x4 map (SNGAN / projection discriminator, Miyato & Koyama 2018).
-    Logit = linear(phi(x)) + <embed(y), phi(x)> when class-conditional.
+    Logit = linear(phi(x)) + <embed(y), phi(x)> when class-conditional; with a `text` encoder
+    (a submodule; excludes num_classes) embed(y) is the pooled prompt embedding projected to F.
     """
 
-    def __init__(self, cfg: GANConfig, shape: tuple[int, ...], num_classes: int = 0):
+    def __init__(self, cfg: GANConfig, shape: tuple[int, ...], num_classes: int = 0,
+                 text: nn.Module | None = None):
         super().__init__()
+        _check_text(text, num_classes)
         self.cfg, self.shape, self.num_classes = cfg, _check_shape(shape), num_classes
         if len(self.shape) == 1:
             layers: list[nn.Module] = []
@@ -214,6 +256,9 @@ class GANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.logit = nn.Linear(features, 1)
         self.classes = nn.Embedding(num_classes, features) if num_classes else None
+        self.text = text
+        if text is not None:  # a linear map of the pooled prompt, in the label table's place
+            self.prompt = nn.Linear(text.width, features)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -232,11 +277,12 @@ class GANDiscriminator(nn.Module):
         return h if h.ndim == 2 else h.sum(dim=(2, 3))  # (B, F)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """x (B, *shape), cond (B,) int64 or None -> logits (B,)."""
-        _check_cond(cond, self.num_classes, x.shape[0])
+        """x (B, *shape), cond (B,) int64 labels, (B, L) int64 prompt ids or None -> logits
+        (B,)."""
+        embedding = _embed_cond(self, cond, x.shape[0])  # (B, F) or None
         phi = self.features(x)  # (B, F)
         logits = self.logit(phi).squeeze(1)  # (B,)
-        if self.classes is not None:
+        if embedding is not None:
             # projection discriminator (Miyato & Koyama 2018, eq. 3)
-            logits = logits + (self.classes(cond).to(phi.dtype) * phi).sum(dim=1)
+            logits = logits + (embedding.to(phi.dtype) * phi).sum(dim=1)
         return logits

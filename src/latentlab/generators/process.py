@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import Tensor
 
 from latentlab.generators.denoisers import Denoiser
-from latentlab.generators.guidance import guided
+from latentlab.generators.guidance import NullCond, guided
 
 Model = Callable[[Tensor, Tensor], Tensor]
 """What a sampler calls: the denoiser with labels and guidance bound, (x_t, t (B,)) -> pred."""
@@ -105,7 +105,7 @@ class Process(ABC):
         Args:
             denoiser: the network.
             x0: (B, *D) data.
-            cond: (B,) int64 labels or None.
+            cond: (B,) int64 labels, (B, L) int64 prompt ids, or None.
             generator: source of randomness for t and the noise.
         """
         t = self.sample_train_time(x0.shape[0], generator, x0.device, x0.dtype)  # (B,)
@@ -128,7 +128,7 @@ class Process(ABC):
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
         guidance: float | None = None,
-        null_class: int | None = None,
+        null_class: NullCond | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         **options: Any,
@@ -138,13 +138,14 @@ class Process(ABC):
         Args:
             denoiser: the network.
             shape: (B, *D) of the samples.
-            cond: (B,) int64 labels or None.
+            cond: (B,) int64 labels, (B, L) int64 prompt ids, or None.
             steps: number of sampler steps (network evaluations per step depend on the sampler).
             sampler: a key of `self.samplers`; None takes `self.default_sampler`.
             generator: randomness for the starting noise and stochastic samplers.
             noise: (B, *D) starting point; None draws N(0, I) from `generator`.
             guidance: classifier-free guidance scale (see `guidance.py`); None for none.
-            null_class: label of "no class" for guidance; None reads `denoiser.null_class`.
+            null_class: the null condition for guidance (label of "no class", or the (L,) ids
+                of the null prompt); None reads `denoiser.null_class`.
             device, dtype: of the drawn noise when `noise` is None (default: cond's device or
                 CPU, float32).
             **options: sampler-specific options (e.g. `eta` for DDIM).
@@ -166,12 +167,13 @@ class Process(ABC):
         assert tuple(noise.shape) == tuple(shape), (
             f"noise must have shape {tuple(shape)}, got {tuple(noise.shape)}")
         if cond is not None:
-            assert cond.shape == (shape[0],), f"cond must be (B,), got {tuple(cond.shape)}"
+            assert cond.shape[0] == shape[0], (
+                f"cond must be (B,) labels or (B, L) prompt ids, got {tuple(cond.shape)}")
         if guidance is not None:
             if cond is None:
                 raise ValueError(
                     f"guidance={guidance} given for an unconditional call (cond=None); "
-                    "classifier-free guidance needs class labels"
+                    "classifier-free guidance needs class labels or prompts"
                 )
             if null_class is None:
                 null_class = getattr(denoiser, "null_class", None)

@@ -17,7 +17,8 @@ class Denoiser(Protocol):
     Args:
         x_t: (B, *D) noisy input.
         t: (B,) float times in [0, 1] (t = 0 data, t = 1 noise).
-        cond: (B,) int64 class labels, or None for an unconditional call.
+        cond: (B,) int64 class labels, (B, L) int64 prompt ids (text-conditioned networks), or
+            None for an unconditional call (the null class or null prompt).
 
     Returns:
         (B, *D) prediction: the velocity for flow matching, eps for DDPM and the VP-SDE.

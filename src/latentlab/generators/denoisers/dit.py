@@ -5,8 +5,13 @@ The latent is cut into p x p patches, each patch becomes a token, the tokens pas
 transformer blocks whose LayerNorms are modulated by the timestep + class embedding, and a linear
 head maps every token back to its patch.
 
+Text conditioning (given a `text` encoder) follows PixArt-alpha (Chen et al. 2023): each block
+runs self-attention -> cross-attention to the prompt's tokens -> MLP, and the pooled prompt
+embedding takes the class embedding's place in the adaLN conditioning vector. The prompt is
+encoded once per forward and shared by every block.
+
 Legend: B batch, C latent channels, H = W latent side (input_size), p patch size, T = (H/p)(W/p)
-tokens, D width.
+tokens, D width, L prompt tokens, E text width.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from latentlab.nn import num_parameters
 from latentlab.nn.embeddings import timestep_embedding
+from latentlab.nn.text import CrossAttention, TextContext
 from latentlab.nn.transformer import MLP, SelfAttention
 
 TIME_FREQUENCIES = 256
@@ -124,9 +130,14 @@ class TimestepEmbedder(nn.Module):
 
 class DiTBlock(nn.Module):
     """Pre-norm transformer block whose LayerNorms are shifted and scaled, and whose residual
-    branches are gated, by the conditioning vector (adaLN-Zero): (B, T, D), (B, D) -> (B, T, D)."""
+    branches are gated, by the conditioning vector (adaLN-Zero): (B, T, D), (B, D) -> (B, T, D).
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float):
+    With `context_width` (text conditioning) a residual cross-attention to the prompt tokens
+    sits between self-attention and MLP (PixArt-alpha); it is not modulated, its LayerNorm is a
+    plain one and its output projection starts at zero, so the block starts as without it.
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, context_width: int | None = None):
         super().__init__()
         # no affine parameters: the modulation supplies the per-sample scale and shift
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -134,11 +145,17 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.mlp = MLP(width, mlp_ratio)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        if context_width is not None:  # only then: a class-conditional block's keys are unchanged
+            self.norm_cross = nn.LayerNorm(width, eps=1e-6)
+            self.cross = CrossAttention(width, context_width, heads)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor,
+                context: TextContext | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=1)  # (B, D)
         h, _ = self.attn(modulate(self.norm1(x), shift1, scale1))
         x = x + gate1[:, None] * h  # (B, T, D)
+        if context is not None:
+            x = x + self.cross(self.norm_cross(x), context)  # (B, T, D)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -157,9 +174,9 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """Diffusion transformer: (x_t (B, C, H, W), t (B,), cond (B,) | None) -> (B, C, H, W). What
-    the output means (velocity, noise) is the objective's business. At initialisation the output
-    is exactly zero.
+    """Diffusion transformer: (x_t (B, C, H, W), t (B,), cond) -> (B, C, H, W), cond being (B,)
+    labels, (B, L) prompt ids or None. What the output means (velocity, noise) is the objective's
+    business. At initialisation the output is exactly zero.
 
     Args:
         cfg: the architecture.
@@ -168,13 +185,20 @@ class DiT(nn.Module):
         num_classes: classes of the conditioning labels; 0 = unconditional. The class table has
             num_classes + 1 entries, the last (index num_classes) being the null class of
             classifier-free guidance.
+        text: a prompt encoder (`latentlab.nn.text.TextEncoder` interface), making the model
+            text-conditioned; a submodule, so it trains and saves with the model. Excludes
+            num_classes > 0.
     """
 
-    def __init__(self, cfg: DiTConfig, in_channels: int, input_size: int, num_classes: int = 0):
+    def __init__(self, cfg: DiTConfig, in_channels: int, input_size: int, num_classes: int = 0,
+                 text: nn.Module | None = None):
         super().__init__()
         if min(in_channels, input_size) < 1 or num_classes < 0:
             raise ValueError(f"in_channels, input_size, num_classes: need >= 1, >= 1, >= 0, got "
                              f"{in_channels}, {input_size}, {num_classes}")
+        if text is not None and num_classes:
+            raise ValueError(f"text, num_classes: a model is conditioned on text or on classes, "
+                             f"got both (num_classes={num_classes})")
         if input_size % cfg.patch_size:
             raise ValueError(f"patch_size: must divide the latent's side {input_size}, got "
                              f"{cfg.patch_size}")
@@ -186,16 +210,24 @@ class DiT(nn.Module):
         self.register_buffer("pos_embed", sincos_pos_embed_2d(d, self.grid)[None],
                              persistent=False)  # (1, T, D), fixed: rebuilt from the config
         self.time_embed = TimestepEmbedder(d)
-        self.class_embed = nn.Embedding(num_classes + 1, d)
-        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio)
+        self.text = text
+        if text is None:
+            self.class_embed = nn.Embedding(num_classes + 1, d)
+        else:  # the pooled prompt in the class embedding's place (its bias the learned offset)
+            self.text_embed = nn.Sequential(nn.Linear(text.width, d), nn.SiLU(), nn.Linear(d, d))
+        context_width = None if text is None else text.width
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.heads, cfg.mlp_ratio, context_width)
                                     for _ in range(cfg.depth))
         self.final = FinalLayer(d, p, in_channels)
         self.initialize_weights()
 
     @property
-    def null_class(self) -> int | None:
-        """Label index of "no class" for classifier-free guidance; None if unconditional (its
-        one class-table entry is then a learned bias, used whenever cond is None)."""
+    def null_class(self) -> int | torch.Tensor | None:
+        """The null condition of classifier-free guidance: the label index of "no class" (an
+        int), the null prompt's (L,) ids for a text-conditioned model, or None if unconditional
+        (its one class-table entry is then a learned bias, used whenever cond is None)."""
+        if self.text is not None:
+            return self.text.null_ids
         return self.num_classes if self.num_classes else None
 
     @property
@@ -210,32 +242,49 @@ class DiT(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
-        self.apply(xavier)
+        for child in self.children():  # the text encoder keeps its own initialisation
+            if child is not self.text:
+                child.apply(xavier)
         # the patch conv as the linear map it is: xavier over (D, C * p * p)
         nn.init.xavier_uniform_(self.patch_embed.weight.view(self.cfg.width, -1))
         nn.init.zeros_(self.patch_embed.bias)
-        nn.init.normal_(self.class_embed.weight, std=0.02)
-        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)
-        # adaLN-Zero: zero modulation makes every gate 0, so each block starts as the identity
+        if self.text is None:
+            nn.init.normal_(self.class_embed.weight, std=0.02)
+        embedders = [self.time_embed.mlp] + ([self.text_embed] if self.text is not None else [])
+        for mlp in embedders:
+            for layer in (mlp[0], mlp[2]):
+                nn.init.normal_(layer.weight, std=0.02)
+        # adaLN-Zero: zero modulation makes every gate 0, so each block starts as the identity;
+        # likewise a zero cross-attention output (PixArt-alpha zero-initialises it too)
         for block in self.blocks:
-            nn.init.zeros_(block.modulation[-1].weight)
-            nn.init.zeros_(block.modulation[-1].bias)
+            zeroed = [block.modulation[-1]] + ([block.cross.proj] if self.text is not None else [])
+            for layer in zeroed:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         # zero final layer: the output starts at exactly 0 (DiT)
         for layer in (self.final.modulation[-1], self.final.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def condition(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """The conditioning vector (B, D): timestep embedding + class embedding, `cond` None
-        meaning the null class for every sample."""
+    def condition(self, t: torch.Tensor, cond: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, TextContext | None]:
+        """The conditioning vector (B, D): timestep embedding + class (or pooled prompt)
+        embedding, `cond` None meaning the null class (null prompt) for every sample; and the
+        encoded prompts the blocks cross-attend to (None without text)."""
+        if self.text is not None:
+            ids = self.text.null(t.shape[0]).to(t.device) if cond is None else cond
+            assert ids.shape == (t.shape[0], self.text.max_len), (
+                f"cond must be (B, {self.text.max_len}) prompt ids, got {tuple(ids.shape)}")
+            context = self.text(ids)  # encoded once, shared by every block
+            pooled = self.text_embed(context.pooled.to(self.text_embed[0].weight.dtype))
+            return self.time_embed(t) + pooled, context
         if cond is None:
             cond = torch.full(t.shape, self.num_classes, dtype=torch.long, device=t.device)
         elif self.num_classes == 0:
             raise ValueError("cond: the model is unconditional (num_classes=0), pass None")
         else:
             assert cond.shape == t.shape, f"cond must be (B,), got {tuple(cond.shape)}"
-        return self.time_embed(t) + self.class_embed(cond)
+        return self.time_embed(t) + self.class_embed(cond), None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -244,8 +293,8 @@ class DiT(nn.Module):
         Args:
             x: (B, C, H, W), the noisy latent x_t (any memory format).
             t: (B,) float times in [0, 1] (data at 0, noise at 1).
-            cond: (B,) int64 labels in [0, num_classes], num_classes being the null class; None
-                = null class for all.
+            cond: (B,) int64 labels in [0, num_classes], num_classes being the null class, or
+                for a text model (B, L) int64 prompt ids; None = null class (prompt) for all.
 
         Returns:
             (B, C, H, W), contiguous.
@@ -255,8 +304,8 @@ class DiT(nn.Module):
         assert t.shape == (x.shape[0],), f"t must be (B,), got {tuple(t.shape)}"
         tokens = rearrange(self.patch_embed(x), "b d h w -> b (h w) d")  # (B, T, D)
         tokens = tokens + self.pos_embed.to(tokens.dtype)
-        c = self.condition(t, cond)  # (B, D)
+        c, context = self.condition(t, cond)  # (B, D), prompts or None
         for block in self.blocks:
-            tokens = block(tokens, c)  # (B, T, D)
+            tokens = block(tokens, c, context)  # (B, T, D)
         out = self.final(tokens, c)  # (B, T, p * p * C)
         return unpatchify(out, self.cfg.patch_size, self.grid)  # (B, C, H, W)
