@@ -209,10 +209,6 @@ class ArrayDataset(LatentlabDataset):
     def caption(self, i: int) -> str | None:
         return self.captions[i] if self.captions is not None else None
 
-    @property
-    def captioned(self) -> bool:
-        return self.captions is not None
-
 
 def eval_batches(data: LatentlabDataset, device: torch.device | str,
                  memory_format=torch.contiguous_format):
