@@ -23,8 +23,8 @@ from latentlab.generators.flow import FlowMatching
 from latentlab.generators.guidance import drop_labels
 from latentlab.nn.text import TextEncoder
 
-SPEC = "shapes:size=8,n=2000"
-STEPS, BATCH = 400, 64
+SPEC = "shapes:size=8,n=1200"
+STEPS, BATCH = 150, 64
 COLOURS = torch.tensor(list(PALETTE.values()), dtype=torch.float32) / 127.5 - 1  # (8, 3)
 TRUE_MIN, SHUFFLED_MAX = 0.6, 0.35  # chance is 1/8
 
@@ -59,9 +59,9 @@ def train_and_sample(shuffle: bool) -> float:
         loss.backward()
         opt.step()
     model.eval()
-    n = min(len(test), 200)
+    n = min(len(test), 128)
     ids = prompts.encode([test.caption(i) for i in range(n)])
-    samples = process.sample(model, (n, 3, 8, 8), ids, steps=20, guidance=2.0,
+    samples = process.sample(model, (n, 3, 8, 8), ids, steps=12, guidance=2.0,
                              generator=torch.Generator().manual_seed(1))
     wanted = torch.as_tensor(test.scenes.objects[:n, 0, 1])  # the colour column
     return float((colour_of(samples.clamp(-1, 1)) == wanted).float().mean())

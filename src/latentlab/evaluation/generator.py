@@ -20,6 +20,7 @@ from einops import rearrange
 from latentlab import pixels
 from latentlab.data import load_dataset
 from latentlab.errors import UserError
+from latentlab.evaluation.prompts import adherence_figures, read_prompts
 from latentlab.evaluation.views import dataset_views
 from latentlab.generation.encode import cached_split
 from latentlab.generation.generator import Generator
@@ -120,9 +121,11 @@ def ar_rate(generator: Generator, spec: str, batch_size: int = 256) -> dict[str,
     bits_per_token = -sum log2 p(tokens) / (items * T), and bits_per_dim the same total over
     items * C * H * W, the pixels and channels of the images the tokens stand for. A
     class-conditional prior is scored by its marginal p(x) = (1/K) sum_k p(x | k) (labels are
-    not sent), and also given the true label (`bits_per_dim_given_label`).
+    not sent), and also given the true label (`bits_per_dim_given_label`); a text-conditioned
+    one by p(x | null prompt), and given the item's caption (`bits_per_dim_given_prompt`).
     """
-    tokens = cached_split(generator.cfg.tokenizer, spec, "test")
+    text = generator.what.condition == "text"
+    tokens = cached_split(generator.cfg.tokenizer, spec, "test", captions=text)
     batch = tokens.__getitems__(list(range(len(tokens))))
     x = rearrange(batch.x, "n ... -> n (...)")  # (N, T)
     model, k = generator.network, generator.what.num_classes
@@ -130,25 +133,32 @@ def ar_rate(generator: Generator, spec: str, batch_size: int = 256) -> dict[str,
     x = x.to(device)
     dims = math.prod(load_dataset(spec, "test").shape)
 
-    def nats(c: int | None) -> torch.Tensor:
-        """(N,) log p(x | class c) summed over tokens, in batches (logits are (B, T, V))."""
-        parts = []
-        for part in x.split(batch_size):
-            cond = None if c is None else torch.full((len(part),), c, device=device)
-            parts.append(model.log_prob(part, cond).double().sum(1))
-        return torch.cat(parts)
+    def nats(cond: torch.Tensor | None) -> torch.Tensor:
+        """(N,) log p(x | cond) summed over tokens, in batches (logits are (B, T, V)); cond
+        (N, ...) conditions per item, or None."""
+        parts = [model.log_prob(part, None if cond is None else cond[i:i + batch_size])
+                 for i, part in zip(range(0, len(x), batch_size), x.split(batch_size),
+                                    strict=True)]
+        return torch.cat([p.double().sum(1) for p in parts])
 
+    given = None
     if k:
-        per_class = torch.stack([nats(c) for c in range(k)], dim=1)  # (N, K)
+        per_class = torch.stack([nats(torch.full((len(x),), c, device=device))
+                                 for c in range(k)], dim=1)  # (N, K)
         marginal = torch.logsumexp(per_class, dim=1) - math.log(k)
         given = per_class.gather(1, batch.y.to(device)[:, None]).squeeze(1)
     else:
-        marginal = given = nats(None)
+        marginal = nats(None)
+        if text:
+            ids = generator.prompts.encode_captions([tokens.caption(i)
+                                                     for i in range(len(tokens))])
+            given = nats(ids.to(device))
     bits = -float(marginal.sum()) / math.log(2)
     out = {"bits_per_token": bits / x.numel(), "bits_per_dim": bits / (len(x) * dims),
            "bits_per_image": bits / len(x)}
-    if k:
-        out["bits_per_dim_given_label"] = -float(given.sum()) / math.log(2) / (len(x) * dims)
+    if given is not None:
+        name = "bits_per_dim_given_prompt" if text else "bits_per_dim_given_label"
+        out[name] = -float(given.sum()) / math.log(2) / (len(x) * dims)
     return out
 
 
@@ -168,14 +178,16 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
                            reference: str = "auto") -> dict:
     """Every generator metric of run directory `run`.
 
-    Draws `n` samples (labels 0, 1, ..., K-1, 0, ... for a class-conditional generator) with
-    the run's sampler and `steps` (default: the run's), writes them to RUN/samples.npz in the
-    public format, and scores that file; or scores `samples` if given, drawing nothing.
+    Draws `n` samples (labels 0, 1, ..., K-1, 0, ... for a class-conditional generator, the
+    test split's captions in order for a text-conditioned one) with the run's sampler and
+    `steps` (default: the run's), writes them to RUN/samples.npz in the public format, and
+    scores that file; or scores `samples` if given, drawing nothing.
 
     Returns:
-        A JSON-ready dict: the figures of `score_samples`, the run's heldout_* training
-        figures, and for an autoregressive prior bits_per_dim, bits_per_token, bits_per_image
-        (and bits_per_dim_given_label).
+        A JSON-ready dict: the figures of `score_samples`, prompt adherence (adherence/*, for
+        samples with prompts on data with structured attributes; `evaluation.prompts`), the
+        run's heldout_* training figures, and for an autoregressive prior bits_per_dim,
+        bits_per_token, bits_per_image (and bits_per_dim_given_label).
     """
     run = Path(run)
     generator = Generator.load(run)
@@ -188,6 +200,9 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
     out = {"kind": "generator", "family": generator.family, "data": spec,
            "seed": seed, "samples_file": str(samples)}
     out |= score_samples(spec, samples, cache_dir, inception, seed, reference)
+    prompts = read_prompts(samples)
+    if prompts is not None:
+        out |= adherence_figures(spec, read_samples(samples)[0], prompts, cache_dir)
     out |= heldout_figures(run)
     if generator.family == "ar":
         out |= ar_rate(generator, spec)

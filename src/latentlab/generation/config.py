@@ -65,7 +65,7 @@ class TextConfig:
     text model."""
 
     vocab_size: int = 512
-    """Largest vocabulary of the caption tokenizer (WordPiece, trained on the training
+    """Largest vocabulary of the caption tokenizer (byte-pair encoding, trained on the training
     captions; smaller when the captions have fewer distinct pieces)."""
     max_len: int = 32
     """Longest prompt in tokens, the begin token included."""
