@@ -20,6 +20,7 @@ from latentlab.evaluation.attributes import (
     as_images,
     attribute_judge,
     cell_targets,
+    occupied_cells,
     prompt_adherence,
     read_objects,
 )
@@ -111,6 +112,16 @@ def test_cell_targets_put_each_object_in_its_cell():
     assert target.shape == (1, 9, 3) and target[0, 0].tolist() == [SQUARE, BLUE, 0]
     assert (target[0, 1:] == -1).all()
     assert cell_targets(ONE)[0, 4].tolist() == [CIRCLE, RED, 1]
+
+
+def test_an_object_shared_by_two_cells_is_read_once():
+    p = torch.zeros(3, 9)
+    p[0, [4, 5]] = torch.tensor([0.45, 0.4])  # on the boundary of cells 4 and 5
+    p[1, [0, 8]] = torch.tensor([0.9, 0.8])  # two objects
+    p[2, 3] = 0.3  # nothing
+    cells = occupied_cells(p)
+    assert cells[0].nonzero().flatten().tolist() == [4]
+    assert cells[1].nonzero().flatten().tolist() == [0, 8] and not cells[2].any()
 
 
 @pytest.fixture(scope="module")

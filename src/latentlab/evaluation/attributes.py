@@ -44,16 +44,17 @@ from latentlab.evaluation.features import (
 from latentlab.nn.blocks import group_norm
 
 log = logging.getLogger("latentlab")
+TAU = 0.05  # blur of a vote's position in cell units (training signal near a boundary)
 NAME = "attribute_judge"  # attribute_judge.safetensors and .json in the feature cache
 
 
 @dataclass
 class AttributeJudgeConfig(JudgeTraining):
-    epochs: float = 8.0
+    epochs: float = 12.0
     """Passes over the training split, bounded by the two below."""
     min_steps: int = 300
     """At least this many steps."""
-    max_steps: int = 500
+    max_steps: int = 800
     """At most this many steps (shapes 32x32, 4000 items: well under a minute on a CPU)."""
     batch_size: int = 64
     """Images per step."""
@@ -74,12 +75,16 @@ class AttributeJudge(nn.Module):
 
     Fully convolutional: conv3x3 -> GroupNorm -> SiLU with 2x2 average pooling after the first
     two (widths w, 2w, 4w, 4w; a receptive field of about 26 pixels, the largest shape of a
-    32x32 image), then a 1x1 conv gives per location a "centre of an object" logit and the
-    logits of every attribute but the position. These maps are upsampled bilinearly onto the
-    grid (q x q sub-positions per cell) and pooled per cell: occupancy = log-mean-exp of the
-    centre logits, attributes = their logits weighted by the softmax of the centre logits.
-    Because every location is read by the same weights, the cell boundaries are fixed by the
-    pooling, not learned per cell, which is what makes the position exact near a boundary.
+    32x32 image), then a 1x1 conv gives at each location l of the S/4 x S/4 map a vote for the
+    centre of an object: a confidence logit h_l, the logits of every attribute but the
+    position, and the vote's position: the brightness centroid of the window around l (as wide
+    as the largest shape) plus a learned offset (zero at first; a triangle's centroid lies
+    below the centre of its box). A cell's occupancy pools the votes falling in it,
+    log-mean-exp over l of h_l + log(share of the vote inside the cell), the vote's position
+    blurred by a logistic of scale `TAU` cells; its attributes are the votes' logits weighted
+    the same way. The cell boundaries are thus fixed geometry, and a centre is located to a
+    fraction of a pixel by the centroid rather than learned from cell labels alone: a
+    network that had to learn the boundaries stayed near 93 % on positions.
 
     Attributes:
         names: attribute -> value names, as in `Scenes.names` (the position's values are the
@@ -109,19 +114,47 @@ class AttributeJudge(nn.Module):
             layers += [nn.AvgPool2d(2, ceil_mode=True)] if i < 2 else []
             cin = cout
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(cin, 1 + sum(self.sizes), 1)
+        self.head = nn.Conv2d(cin, 3 + sum(self.sizes), 1)
+        with torch.no_grad():  # votes start at the mass centroid of their window
+            self.head.weight[1:3].zero_()
+            self.head.bias[1:3].zero_()
+        self.window = 2 * math.ceil(0.3 * max(shape[1:])) + 1  # the largest shape, pixels
+
+    def votes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, C, S, S) -> vote logits (B, L), vote positions (B, L, 2) as (row, column) in
+        cell units, attribute logits (B, L, sum V)."""
+        maps = rearrange(self.head(self.body(x)), "b c h w -> b h w c")
+        h, w = maps.shape[1:3]
+        size = x.shape[-2:]
+        rows = (torch.arange(size[0], device=x.device, dtype=x.dtype) + 0.5) / size[0]
+        cols = (torch.arange(size[1], device=x.device, dtype=x.dtype) + 0.5) / size[1]
+        grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"))  # (2, S, S) in [0, 1]
+        # mass = brightness: shapes are drawn on black, and a shape's colour cancels out
+        m = (x.amax(1, keepdim=True) - pixels.LOW).clamp(min=0) + 1e-6  # (B, 1, S, S)
+        pool = dict(kernel_size=self.window, stride=4, padding=self.window // 2, ceil_mode=True)
+        # the mass centroid of the window around each location (exact for circles, squares)
+        centroid = F.avg_pool2d(m * grid, **pool) / F.avg_pool2d(m, **pool)  # (B, 2, h, w)
+        centroid = rearrange(centroid[..., :h, :w], "b c h w -> b h w c")
+        position = (centroid + maps[..., 1:3] / torch.tensor([h, w]).to(maps)) * self.side
+        return (maps[..., 0].flatten(1), position.flatten(1, 2),
+                maps[..., 3:].flatten(1, 2))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, C, S, S) -> occupancy logits (B, G) and per read attribute logits (B, G, V)."""
         assert tuple(x.shape[1:]) == self.shape, (
             f"AttributeJudge expects images of shape {self.shape}, got {tuple(x.shape[1:])}")
-        q = math.ceil(max(self.shape[1:]) / self.side)  # sub-positions per cell and axis
-        maps = F.interpolate(self.head(self.body(x)), size=(self.side * q, self.side * q),
-                             mode="bilinear", align_corners=False)
-        maps = rearrange(maps, "b c (i y) (j x) -> b (i j) (y x) c", i=self.side, j=self.side)
-        centre = maps[..., 0]  # (B, G, q*q)
-        occupied = centre.logsumexp(-1) - math.log(q * q)
-        pooled = (centre.softmax(-1).unsqueeze(-1) * maps[..., 1:]).sum(2)  # (B, G, sum V)
+        logit, position, values = self.votes(x)
+        # log share of each vote inside each row / column band: (B, L, side)
+        bands = torch.arange(self.side, device=x.device, dtype=position.dtype)
+        u = position[..., None] - bands  # (B, L, 2, side): 0..1 inside band j
+        low = F.logsigmoid(u / TAU).clone()
+        high = F.logsigmoid((1 - u) / TAU).clone()
+        low[..., 0], high[..., -1] = 0.0, 0.0  # the outer bands reach the image edges
+        inside = low + high
+        share = inside[:, :, 0, :, None] + inside[:, :, 1, None, :]  # (B, L, side, side)
+        weight = logit[..., None] + share.flatten(2)  # (B, L, G)
+        occupied = weight.logsumexp(1) - math.log(weight.shape[1])
+        pooled = torch.einsum("blg,blv->bgv", weight.softmax(1), values)
         return occupied, list(pooled.split(self.sizes, dim=-1))
 
     @torch.no_grad()
@@ -170,7 +203,7 @@ def held_out_accuracy(judge: AttributeJudge, x: torch.Tensor, scenes: Scenes
                       ) -> dict[str, float]:
     """Accuracy per attribute on real images: each read attribute at the object's true cell;
     position: the objects whose cell is among the K most occupied cells of their image (for
-    one object: the argmax); count: the share of images where exactly K cells are occupied."""
+    one object: the argmax); count: the share of images read with K objects."""
     occupied, values = judge.probabilities(x)
     target = cell_targets(scenes)
     present = target[..., 0] >= 0  # (N, G)
@@ -179,7 +212,7 @@ def held_out_accuracy(judge: AttributeJudge, x: torch.Tensor, scenes: Scenes
                 for i, a in enumerate(judge.read)}
     rank = occupied.argsort(1, descending=True).argsort(1)  # (N, G) 0 = most occupied
     accuracy[POSITION] = float((rank < k[:, None])[present].double().mean())
-    accuracy["count"] = float(((occupied > 0.5).sum(1) == k).double().mean())
+    accuracy["count"] = float((occupied_cells(occupied).sum(1) == k).double().mean())
     return accuracy
 
 
@@ -230,7 +263,7 @@ def attribute_judge(spec: str, cache_dir: str | os.PathLike | None = None,
     cfg = cfg or AttributeJudgeConfig()
     train, test, directory = cache_directory(spec, cache_dir)
     found = load_cached(directory, NAME, cfg, lambda r: AttributeJudge(tuple(r["shape"]),
-                                                                       r["names"], cfg))
+                                                                       dict(r["names"]), cfg))
     if found is not None:
         judge, record = found
         judge.accuracy = dict(record["accuracy"])
@@ -242,22 +275,31 @@ def attribute_judge(spec: str, cache_dir: str | os.PathLike | None = None,
         raise DataError(f"{spec}: no attribute judge: {e}") from None
     save_cached(directory, NAME, judge, {
         "accuracy": judge.accuracy, "dataset": spec, "fingerprint": directory.name,
-        "shape": list(judge.shape), "names": judge.names, "config": dataclasses.asdict(cfg)})
+        "shape": list(judge.shape), "config": dataclasses.asdict(cfg),
+        "names": list(judge.names.items())})  # pairs: the JSON is written with sorted keys
     log.info("attribute judge of %s: held-out accuracy %s", spec,
              ", ".join(f"{a} {v:.4f}" for a, v in judge.accuracy.items()))
     return judge
 
 
-def read_objects(judge: AttributeJudge, images: torch.Tensor, threshold: float = 0.5
-                 ) -> list[np.ndarray]:
+def occupied_cells(occupied: torch.Tensor) -> torch.Tensor:
+    """Which cells hold an object, from occupancy probabilities (N, G): the round(sum of the
+    probabilities) most occupied cells of each image, so an object whose centre lies on a
+    boundary, shared between two cells, is read once. (N, G) bool."""
+    count = occupied.sum(1).round().long()  # (N,) objects per image
+    rank = occupied.argsort(1, descending=True).argsort(1)  # (N, G) 0 = most occupied
+    return rank < count[:, None]
+
+
+def read_objects(judge: AttributeJudge, images: torch.Tensor) -> list[np.ndarray]:
     """The objects the judge reads in images (N, C, S, S) in [-1, 1]: per image (P, A) int64 in
-    the column order of `Scenes.objects` (the position is the cell), one row per cell whose
-    occupancy probability exceeds `threshold`, in cell order."""
+    the column order of `Scenes.objects` (the position is the cell), one row per occupied
+    cell (`occupied_cells`), in cell order."""
     occupied, values = judge.probabilities(images)
     names = columns(judge.names)
     order = [judge.read.index(a) if a != POSITION else -1 for a in names]
     found = []
-    for cells, seen in zip((occupied > threshold).numpy(), values.numpy(), strict=True):
+    for cells, seen in zip(occupied_cells(occupied).numpy(), values.numpy(), strict=True):
         cell = np.nonzero(cells)[0]
         found.append(np.stack([cell if i < 0 else seen[cell, i] for i in order], 1))
     return found
