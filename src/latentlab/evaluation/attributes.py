@@ -55,7 +55,7 @@ class AttributeJudgeConfig(JudgeTraining):
     min_steps: int = 300
     """At least this many steps."""
     max_steps: int = 800
-    """At most this many steps (shapes 32x32, 4000 items: well under a minute on a CPU)."""
+    """At most this many steps (shapes 32x32, 4000 items: 750 steps, minutes on a CPU)."""
     batch_size: int = 64
     """Images per step."""
     seed: int = 2
