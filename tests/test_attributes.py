@@ -60,30 +60,31 @@ def test_a_single_object_is_right_on_its_stated_attributes_only():
     assert extra.right.tolist() == [[1, 1, 0, 1]] and not extra.all_correct[0]
 
 
-# "a red circle" (object 0), then "a blue square left of it" (object 1): positions unstated
+# "a red circle left of a blue square" (`Scenes.relations`: relation 1 says object 0 is left of
+# object 1); positions unstated
 PAIR = scenes([[[CIRCLE, RED, 0, 0], [SQUARE, BLUE, 0, 0]]],
               [[[True, True, False, False], [True, True, False, False]]], [[-1, LEFT_OF]])
 
 
 def test_a_relation_is_checked_on_the_cells_of_the_matched_pair_in_any_reading_order():
-    square_left = score([read([SQUARE, BLUE, 0, 3], [CIRCLE, RED, 0, 5])], PAIR)
+    square_left = score([read([SQUARE, BLUE, 0, 5], [CIRCLE, RED, 0, 3])], PAIR)
     assert square_left.relations_right.tolist() == [1] and square_left.all_correct[0]
     assert square_left.right.tolist() == [[2, 2, 0, 0]]
-    square_right = score([read([CIRCLE, RED, 0, 3], [SQUARE, BLUE, 0, 5])], PAIR)
+    square_right = score([read([CIRCLE, RED, 0, 5], [SQUARE, BLUE, 0, 3])], PAIR)
     assert square_right.relations_right.tolist() == [0] and not square_right.all_correct[0]
     same_column = score([read([SQUARE, BLUE, 0, 1], [CIRCLE, RED, 0, 7])], PAIR)
     assert same_column.relations_right.tolist() == [0]
     above = scenes([[[CIRCLE, RED, 0, 0], [SQUARE, BLUE, 0, 0]]],
                    [[[True, True, False, False]] * 2], [[-1, ABOVE]])
-    assert score([read([SQUARE, BLUE, 0, 1], [CIRCLE, RED, 0, 7])], above).all_correct[0]
+    assert score([read([SQUARE, BLUE, 0, 7], [CIRCLE, RED, 0, 1])], above).all_correct[0]
 
 
 def test_matching_picks_the_assignment_with_most_attributes_right():
     # a green circle decoy: the blue square must still be matched to object 1
-    got = score([read([CIRCLE, 1, 0, 4], [SQUARE, BLUE, 0, 3], [CIRCLE, RED, 0, 5])], PAIR)
+    got = score([read([CIRCLE, 1, 0, 4], [SQUARE, BLUE, 0, 5], [CIRCLE, RED, 0, 3])], PAIR)
     assert got.right.tolist() == [[2, 2, 0, 0]] and got.relations_right.tolist() == [1]
     assert not got.all_correct[0]  # three objects read for two
-    half = score([read([SQUARE, BLUE, 0, 3])], PAIR)  # one object read: object 1, alone
+    half = score([read([SQUARE, BLUE, 0, 5])], PAIR)  # one object read: object 1, alone
     assert half.right.tolist() == [[1, 1, 0, 0]] and half.relations_right.tolist() == [0]
 
 
@@ -96,7 +97,7 @@ def test_summary_counts_stated_attributes_with_a_wilson_interval_and_a_mask():
     assert out["all_correct"] == 0.5 and out["n"] == 2
     assert (out["all_correct/low"], out["all_correct/high"]) == wilson_interval(1, 2)
     assert summarise(scores, np.array([False, True]))["all_correct"] == 0.0
-    assert summarise(score([read([SQUARE, BLUE, 0, 3], [CIRCLE, RED, 0, 5])], PAIR))[
+    assert summarise(score([read([SQUARE, BLUE, 0, 5], [CIRCLE, RED, 0, 3])], PAIR))[
         "accuracy/relation"] == 1.0
 
 

@@ -5,7 +5,7 @@ prompts' `Scenes`, so the rules can be checked by hand. They follow GenEval (Gho
 2023): the prompt's objects are matched to the objects read by trying every assignment (K <= 3)
 and keeping the one with the most stated attributes and relations right; an attribute counts
 only where the caption states it; a relation between object k and object k - 1 is checked on
-the grid cells of the pair ("left of": object k's column is left of object k - 1's); an image is
+the grid cells of the pair ("left of": object k - 1's column is left of object k's); an image is
 all-correct when every stated attribute and relation is right and as many objects are read as
 the prompt names.
 
@@ -25,7 +25,7 @@ from latentlab.errors import DataError
 
 POSITION = "position"
 Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
-# relation name -> test on ((row, col) of object k, (row, col) of object k - 1)
+# relation name -> test on ((row, col) of object k - 1, (row, col) of object k)
 RELATIONS = {
     "left of": lambda a, b: a[1] < b[1],
     "right of": lambda a, b: a[1] > b[1],
@@ -95,7 +95,8 @@ def match(objects: np.ndarray, stated: np.ndarray, relations: np.ndarray, read: 
                 j, q = assigned[i], assigned[i - 1]
                 if i > 0 and j >= 0 and q >= 0:
                     cell, other = read[j, position], read[q, position]
-                    holds += bool(tests[relations[i]](divmod(cell, side), divmod(other, side)))
+                    # "object k - 1 is <relation> object k" (`Scenes.relations`)
+                    holds += bool(tests[relations[i]](divmod(other, side), divmod(cell, side)))
             if right.sum() + holds > best_total:
                 best, best_total = (right, holds), right.sum() + holds
     return best
