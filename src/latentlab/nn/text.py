@@ -59,7 +59,23 @@ class TextBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class TextEncoder(nn.Module):
+class PromptEncoder(nn.Module):
+    """What every text encoder shares: `max_len`, the null prompt's ids (a non-persistent
+    buffer `null_ids` the subclass registers) and the check of the ids it is given."""
+
+    max_len: int
+    null_ids: torch.Tensor
+
+    def null(self, batch: int) -> torch.Tensor:
+        """(B, L) ids of the null prompt."""
+        return self.null_ids.expand(batch, -1)
+
+    def check(self, ids: torch.Tensor) -> None:
+        if ids.ndim != 2 or ids.shape[1] != self.max_len:
+            raise ValueError(f"text ids: expected (B, {self.max_len}), got {tuple(ids.shape)}")
+
+
+class TextEncoder(PromptEncoder):
     """A small bidirectional transformer over prompt token ids, trained with the generator.
 
     Args:
@@ -83,14 +99,9 @@ class TextEncoder(nn.Module):
         self.blocks = nn.ModuleList(TextBlock(width, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
-    def null(self, batch: int) -> torch.Tensor:
-        """(B, L) ids of the null prompt."""
-        return self.null_ids.expand(batch, -1)
-
     def forward(self, ids: torch.Tensor) -> TextContext:
         """(B, L) int64 token ids -> their `TextContext`."""
-        if ids.ndim != 2 or ids.shape[1] != self.max_len:
-            raise ValueError(f"text ids: expected (B, {self.max_len}), got {tuple(ids.shape)}")
+        self.check(ids)
         mask = ids != self.pad_id
         x = self.embed(ids) + self.pos
         for block in self.blocks:
@@ -149,7 +160,7 @@ def _model_class(kind: str) -> type[nn.Module]:
     return getattr(transformers, PRETRAINED_TEXT_MODELS[kind])
 
 
-class PretrainedTextEncoder(nn.Module):
+class PretrainedTextEncoder(PromptEncoder):
     """A frozen pretrained text model (CLIP text tower or T5 encoder) in `TextEncoder`'s place:
     same `width`, `max_len`, `pad_id`, `null_ids`, `null(B)` and `forward(ids) -> TextContext`.
 
@@ -212,14 +223,9 @@ class PretrainedTextEncoder(nn.Module):
     def train(self, mode: bool = True) -> PretrainedTextEncoder:
         return super().train(False)  # frozen: eval mode whatever the parent is set to
 
-    def null(self, batch: int) -> torch.Tensor:
-        """(B, L) ids of the null prompt."""
-        return self.null_ids.expand(batch, -1)
-
     def forward(self, ids: torch.Tensor) -> TextContext:
         """(B, L) int64 token ids -> their `TextContext` (tokens: the last hidden state)."""
-        if ids.ndim != 2 or ids.shape[1] != self.max_len:
-            raise ValueError(f"text ids: expected (B, {self.max_len}), got {tuple(ids.shape)}")
+        self.check(ids)
         mask = ids != self.pad_id
         with torch.no_grad():  # frozen: no graph through it
             x = self.model(input_ids=ids.masked_fill(~mask, self.model_pad),
