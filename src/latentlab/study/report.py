@@ -91,6 +91,11 @@ def grid_png(images: np.ndarray, nrow: int = 10, scale: int = 3) -> bytes:
     return buf.getvalue()
 
 
+def _has_prompts(path: Path) -> bool:
+    with np.load(path) as f:
+        return "prompts" in f
+
+
 def _curve(records: list[dict], key: str) -> plots.Curve | None:
     points = [(r["step"], r[key]) for r in records
               if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
@@ -141,8 +146,10 @@ def _grids(runs: _Runs) -> str:
                                                        "and reconstructions (bottom)"))
         grid = samples_grid(runs.path(entry, "samples"))
         if grid:
+            drawn = ("for the test captions in order" if _has_prompts(runs.path(entry, "samples"))
+                     else "one class per column")
             figures.append(_figure(grid, f"{recipe}: generated samples (seed {entry['seed']}, "
-                                         "one class per column)"))
+                                         f"{drawn})"))
         parts.append(f"<h3>{html.escape(recipe)}</h3>"
                      + (f'<div class="grids">{"".join(figures)}</div>' if figures
                         else note("no images (vector data)")))
