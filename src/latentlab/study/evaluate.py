@@ -7,7 +7,8 @@ predictability, codebook usage, cosine histogram, eigenvalues); the generator by
 `evaluation.generator.evaluate_generator_run`, which draws the samples, keeps them as the public
 `samples.npz` in the generator run, and scores them in every view (`evaluation.views`: raw and
 bias-corrected Fréchet distance with floors, KID, precision, recall, density, coverage), with
-the class accuracy and the held-out training loss.
+the class accuracy, the held-out training loss and, for a text-conditioned generator on data
+with structured attributes, prompt adherence (`adherence/...`, `evaluation.prompts`).
 
 The evaluation dicts hold figures (numbers) and series (lists: eigenvalues, histograms).
 `run_metrics` turns the figures into flat `group/name` (or `group/name/view`) metrics that a
