@@ -7,7 +7,8 @@ predictability, codebook usage, cosine histogram, eigenvalues); the generator by
 `evaluation.generator.evaluate_generator_run`, which draws the samples, keeps them as the public
 `samples.npz` in the generator run, and scores them in every view (`evaluation.views`: raw and
 bias-corrected Fréchet distance with floors, KID, precision, recall, density, coverage), with
-the class accuracy and the held-out training loss.
+the class accuracy, the held-out training loss and, for a text-conditioned generator on data
+with structured attributes, prompt adherence (`adherence/...`, `evaluation.prompts`).
 
 The evaluation dicts hold figures (numbers) and series (lists: eigenvalues, histograms).
 `run_metrics` turns the figures into flat `group/name` (or `group/name/view`) metrics that a
@@ -45,12 +46,20 @@ NO_DIRECTION = ("kid_std", "fd_floor", "fd_inf_floor", "density")
 NOT_METRICS = ("seed", "samples", "real", "feature_net_accuracy", "ssl_retrieval",
                "ssl_knn_accuracy")
 GROUPS = ("tokenizer", "generation", "scaling")  # the order of the groups, as in the pipeline
+# prompt adherence (`evaluation.prompts`): accuracies and the all-correct rate are better
+# higher; a rate's Wilson bounds, the counts and the attribute judge's own accuracy are not
+# scores (the judge's goes to the summary's judges, as the feature networks' do)
+ADHERENCE = "adherence/"
+ADHERENCE_JUDGE = "adherence/judge/"
 
 
 def direction(metric: str) -> str | None:
     """'lower' or 'higher' (is better) for a metric name such as 'generation/fd_inf/pixels';
     None when the name says nothing about it."""
     parts = metric.split("/")
+    if len(parts) > 2 and parts[1] == "adherence":  # generation/adherence[/heldout]/NAME[/..]
+        name = [p for p in parts[2:] if p != "heldout"]
+        return "higher" if name[0] == "accuracy" or name == ["all_correct"] else None
     name = (parts[1] if len(parts) > 1 else parts[0]).removeprefix("heldout_")
     if parts[0] == "scaling":  # a prediction's check: only its error has a better way
         return "lower" if name == "abs_error" else None
@@ -68,8 +77,33 @@ def run_metrics(evaluation: dict[str, dict]) -> dict[str, float]:
     for group in GROUPS:
         for key, value in sorted(evaluation.get(group, {}).items()):
             if (isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and key not in NOT_METRICS and math.isfinite(value)):
+                    and key not in NOT_METRICS and not key.startswith(ADHERENCE_JUDGE)
+                    and math.isfinite(value)):
                 out[f"{group}/{key}"] = float(value)
+    return out
+
+
+def pooled_adherence(metrics: dict[str, dict], recipes: list[str]) -> dict[str, dict]:
+    """Per recipe, the all-correct rate of prompt adherence over the samples of every seed
+    together, with its 95 % Wilson interval: {recipe: {"all_correct": {"rate", "low", "high",
+    "n"}, "heldout/all_correct": ...}} for the rates the study's runs report."""
+    from latentlab.evaluation.adherence import wilson_interval
+
+    out: dict[str, dict] = {}
+    for part in ("", "heldout/"):
+        rates = metrics.get(f"generation/{ADHERENCE}{part}all_correct") or {}
+        counts = metrics.get(f"generation/{ADHERENCE}{part}n") or {}
+        for recipe in recipes:
+            rate, n = rates.get(recipe), counts.get(recipe)
+            if not (rate and n):
+                continue
+            sizes = dict(zip(n["seeds"], n["values"], strict=True))
+            right = sum(round(v * sizes[s]) for s, v in zip(rate["seeds"], rate["values"],
+                                                            strict=True))
+            total = int(sum(sizes[s] for s in rate["seeds"]))
+            low, high = wilson_interval(right, total)
+            out.setdefault(recipe, {})[f"{part}all_correct"] = {
+                "rate": right / total, "low": low, "high": high, "n": total}
     return out
 
 

@@ -50,6 +50,7 @@ tr.group td { background: #f4f4f4; font-weight: bold; text-align: left; }
 figure { margin: 0.4em; } figcaption { font-size: 0.85em; color: #555; }
 img { image-rendering: pixelated; max-width: 100%; }
 .note { color: #777; font-style: italic; }
+.prompts figcaption { max-width: 9em; }
 """
 
 
@@ -74,13 +75,25 @@ def samples_grid(path: Path, n: int = 100, scale: int = 3) -> bytes | None:
     with np.load(path) as f:
         if "images" not in f:
             return None
-        images = torch.from_numpy(f["images"][:n])  # (N, H, W, C) uint8
-    grid = pixels.make_grid(rearrange(pixels.from_uint8(images), "n h w c -> n c h w"), nrow=10)
+        images = f["images"][:n]
+    return grid_png(images, scale=scale)
+
+
+def grid_png(images: np.ndarray, nrow: int = 10, scale: int = 3) -> bytes:
+    """Images (N, H, W, C) uint8 as one PNG grid, `nrow` per row, each pixel scale x scale."""
+    images = torch.from_numpy(np.ascontiguousarray(images))
+    grid = pixels.make_grid(rearrange(pixels.from_uint8(images), "n h w c -> n c h w"),
+                            nrow=nrow)
     image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _has_prompts(path: Path) -> bool:
+    with np.load(path) as f:
+        return "prompts" in f
 
 
 def _curve(records: list[dict], key: str) -> plots.Curve | None:
@@ -133,8 +146,10 @@ def _grids(runs: _Runs) -> str:
                                                        "and reconstructions (bottom)"))
         grid = samples_grid(runs.path(entry, "samples"))
         if grid:
+            drawn = ("for the test captions in order" if _has_prompts(runs.path(entry, "samples"))
+                     else "one class per column")
             figures.append(_figure(grid, f"{recipe}: generated samples (seed {entry['seed']}, "
-                                         "one class per column)"))
+                                         f"{drawn})"))
         parts.append(f"<h3>{html.escape(recipe)}</h3>"
                      + (f'<div class="grids">{"".join(figures)}</div>' if figures
                         else note("no images (vector data)")))
@@ -294,6 +309,8 @@ def _histogram(value) -> tuple[list[float], list[float]] | None:
 
 def write_report(summary: dict, out_dir: str | Path) -> Path:
     """Write OUT/report.html for the study summarised by `summary` (runs under `out_dir`)."""
+    from latentlab.study.report_text import adherence_section  # builds on this module
+
     out = Path(out_dir)
     runs = _Runs(summary, out)
     b = summary["budgets"]
@@ -314,6 +331,7 @@ def write_report(summary: dict, out_dir: str | Path) -> Path:
     sections = [("Verdicts", verdict_table(summary)),
                 ("Fréchet distance per view, with floors", fd_table(summary)),
                 ("Metrics", metrics_table(summary)),
+                ("Prompt adherence", adherence_section(runs)),
                 ("Reconstructions and samples", _grids(runs)),
                 ("Training curves", _training_curves(runs)),
                 ("Budget and size curves", _budget_curves(summary)),

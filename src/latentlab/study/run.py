@@ -10,7 +10,8 @@ The study directory:
     OUT/runs/RECIPE/seedK/timing.json      seconds each stage took when it last ran
     OUT/runs/RECIPE/seedK/scaling.json     coupled recipes: predicted vs actual big-generator
                                            loss (`evaluation.scaling`)
-    OUT/summary.json                       per metric and recipe: mean, std, values; budgets
+    OUT/summary.json                       per metric and recipe: mean, std, values; budgets;
+                                           prompt adherence pooled over seeds (text runs)
     OUT/report.html                        the self-contained report (`report.write_report`)
 
 Re-running a study reuses what is finished: a stage whose run holds `metrics.json` (evaluation:
@@ -50,9 +51,11 @@ from latentlab.study.curves import (
     summarize_curves,
 )
 from latentlab.study.evaluate import (
+    ADHERENCE_JUDGE,
     GROUPS,
     direction,
     evaluate_run,
+    pooled_adherence,
     run_metrics,
     stage_flops,
     verify_run,
@@ -312,8 +315,11 @@ def summarize(cfg: StudyConfig, runs: list[StudyRun], evaluations: list[dict],
         "comparisons": comparisons,
         "verdicts": verdicts,
         "seconds": cost,
+        "adherence": pooled_adherence(metrics, list(cfg.recipes)),
         "judges": {k: generation[k] for k in ("feature_net_accuracy", "ssl_retrieval",
-                                              "ssl_knn_accuracy") if k in generation},
+                                              "ssl_knn_accuracy") if k in generation} | {
+            f"attribute_judge/{k.removeprefix(ADHERENCE_JUDGE)}": v
+            for k, v in generation.items() if k.startswith(ADHERENCE_JUDGE)},
         "reference_split": generation.get("reference"),
         "views": generation.get("views", []),
         "runs": {recipe: [{"seed": r.seed, "tokenizer": rel(r.tokenizer),
