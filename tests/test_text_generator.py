@@ -152,9 +152,10 @@ def class_run(tmp_path_factory):
 def test_bad_prompt_requests_are_one_line_errors(text_run, class_run, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n  \n")
     (tmp_path / "p.txt").write_text(PROMPT + "\n")
+    (tmp_path / "bad.txt").write_text(PROMPT + "\na red zebra\n")
     long = " ".join(["red"] * 40)
     cases = [
-        ([text_run, "--prompt", ""], "is empty"),
+        ([text_run, "--prompt", ""], '--prompt "": is empty'),
         ([text_run, "--prompt", "a purple zebra"], '"zebra"'),
         ([text_run, "--prompt", long], "more than the limit of 16 tokens"),
         ([class_run, "--prompt", PROMPT], "not text-conditioned"),
@@ -163,6 +164,7 @@ def test_bad_prompt_requests_are_one_line_errors(text_run, class_run, tmp_path, 
          "--prompt and --prompts"),
         ([text_run, "--prompts", tmp_path / "empty.txt"], "no prompts in the file"),
         ([text_run, "--prompts", tmp_path / "missing.txt"], "cannot be read"),
+        ([text_run, "--prompts", tmp_path / "bad.txt"], '--prompt 2 of 2 "a red zebra"'),
     ]
     for args, message in cases:
         code, _, err = run_main(capsys, ["sample", "--generator", *map(str, args), "--n", "2",
@@ -246,15 +248,18 @@ def test_latent_caches_keep_captions_and_old_ones_are_rewritten(fsq_tokenizer):
 # ---------------------------------------------------------------------- a frozen pretrained model
 
 
-def test_a_frozen_pretrained_text_model_is_saved_with_the_run(folders, tmp_path, capsys):  # noqa: F811 (fixture)
-    clip = tmp_path / "clip"
-    shutil.copytree(folders["clip"], clip)
-    train(capsys, tmp_path / "gen", "--generator.text.pretrained", str(clip),
+@pytest.mark.parametrize("name", ["clip", "t5"])
+def test_a_frozen_pretrained_text_model_is_saved_with_the_run(folders, name, tmp_path,  # noqa: F811
+                                                              capsys):
+    folder = tmp_path / name
+    shutil.copytree(folders[name], folder)
+    train(capsys, tmp_path / "gen", "--generator.text.pretrained", str(folder),
           "--generator.text.max_len", "16", *dit())
     assert (tmp_path / "gen" / "generator" / "text" / "model.json").is_file()
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, T5EncoderModel
 
-    original = CLIPTextModel.from_pretrained(clip, local_files_only=True).state_dict()
+    model = {"clip": CLIPTextModel, "t5": T5EncoderModel}[name]
+    original = model.from_pretrained(folder, local_files_only=True).state_dict()
     saved = load_file(tmp_path / "gen" / "generator" / "generator.safetensors")
     frozen = {k.removeprefix("text.model."): v for k, v in saved.items()
               if k.startswith("text.model.")}
@@ -263,7 +268,7 @@ def test_a_frozen_pretrained_text_model_is_saved_with_the_run(folders, tmp_path,
         assert torch.equal(value, original[name]), name  # bitwise unchanged by training
     before = samples(capsys, tmp_path / "gen", tmp_path / "a.npz", "--prompt", PROMPT, "--n",
                      "2")
-    shutil.rmtree(clip)  # the run alone samples
+    shutil.rmtree(folder)  # the run alone samples
     after = samples(capsys, tmp_path / "gen", tmp_path / "b.npz", "--prompt", PROMPT, "--n",
                     "2")
     np.testing.assert_array_equal(before["images"], after["images"])
