@@ -58,6 +58,10 @@ class Generator(nn.Module):
     def __init__(self, cfg: GeneratorRunConfig, what: Modelled, network: nn.Module | None = None,
                  prompts: TextTokenizer | None = None, pretrained: dict | None = None):
         super().__init__()
+        if cfg.generator.condition == "auto":  # recorded as what it chose, as a run records it
+            cfg = dataclasses.replace(cfg, generator=dataclasses.replace(
+                cfg.generator, condition=what.condition,
+                text=cfg.generator.text if what.condition == "text" else None))
         self.cfg, self.what, self.prompts = cfg, what, prompts
         if network is None:
             network = build_models(cfg.generator, what, prompts, pretrained)["model"]
@@ -158,9 +162,6 @@ class Generator(nn.Module):
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
         what = load_modelled(folder)
-        if cfg.generator.condition == "auto":  # a run from before the condition was recorded
-            cfg = dataclasses.replace(cfg, generator=dataclasses.replace(
-                cfg.generator, condition=what.condition, text=None))
         prompts = pretrained = None
         if what.condition == "text":
             prompts = TextTokenizer.load(folder / TEXT)

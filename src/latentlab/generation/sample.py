@@ -85,9 +85,12 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
     loaded = LoadedGenerator.load(run)
     generator = loaded.generator
     steps = steps if steps is not None else generator.cfg.generator.steps
+    if labels and generator.what.condition == "text":
+        raise UserError("--labels: this generator is conditioned on text; use --prompt")
     if prompts is not None or generator.what.condition == "text":
-        prompts = fill(prompts, n) if prompts is not None else default_prompts(generator, n)
-        chosen = generator.encode_prompts(prompts)
+        given = prompts if prompts is not None else default_prompts(generator, n)
+        ids = generator.encode_prompts(given)  # an error numbers a prompt among those given
+        prompts, chosen = fill(given, n), ids[torch.arange(n) % len(given)]
     elif labels:
         chosen = torch.tensor(fill(labels, n), dtype=torch.int64)
     else:
