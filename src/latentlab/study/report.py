@@ -9,20 +9,15 @@ continuous tokenizer) says so instead of drawing an empty plot.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from einops import rearrange
-from PIL import Image
 
-from latentlab import pixels
 from latentlab.io import write_text
 from latentlab.study import plots
+from latentlab.study.report_parts import _curve, _figure, _read_json, _Runs, grid_png
+from latentlab.study.report_text import adherence_section
 from latentlab.study.tables import (
     curve_table,
     fd_table,
@@ -54,19 +49,6 @@ img { image-rendering: pixelated; max-width: 100%; }
 """
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _figure(png: bytes, caption: str) -> str:
-    return f"<figure>{_img(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def samples_grid(path: Path, n: int = 100, scale: int = 3) -> bytes | None:
     """The first `n` images of a samples.npz as one PNG grid (10 per row: the labels cycle
     0..9, so a column is a class); None when the file holds vectors or nothing."""
@@ -79,60 +61,9 @@ def samples_grid(path: Path, n: int = 100, scale: int = 3) -> bytes | None:
     return grid_png(images, scale=scale)
 
 
-def grid_png(images: np.ndarray, nrow: int = 10, scale: int = 3) -> bytes:
-    """Images (N, H, W, C) uint8 as one PNG grid, `nrow` per row, each pixel scale x scale."""
-    images = torch.from_numpy(np.ascontiguousarray(images))
-    grid = pixels.make_grid(rearrange(pixels.from_uint8(images), "n h w c -> n c h w"),
-                            nrow=nrow)
-    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _has_prompts(path: Path) -> bool:
     with np.load(path) as f:
         return "prompts" in f
-
-
-def _curve(records: list[dict], key: str) -> plots.Curve | None:
-    points = [(r["step"], r[key]) for r in records
-              if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
-    return ([p[0] for p in points], [float(p[1]) for p in points]) if points else None
-
-
-class _Runs:
-    """The run directories of a study, as the report reads them."""
-
-    def __init__(self, summary: dict, out: Path):
-        self.summary, self.out = summary, out
-
-    def seeds(self, recipe: str) -> list[dict]:
-        return self.summary["runs"][recipe]
-
-    def first(self, recipe: str) -> dict:
-        return self.seeds(recipe)[0]
-
-    def path(self, entry: dict, key: str) -> Path:
-        return self.out / entry[key]
-
-    def curves(self, key: str | tuple[str, ...], stage: str) -> dict[str, list[plots.Curve]]:
-        """{recipe: [curve per seed]} of a metrics.jsonl key (the first of `key` present)."""
-        keys = (key,) if isinstance(key, str) else key
-        found: dict[str, list[plots.Curve]] = {}
-        for recipe in self.summary["recipes"]:
-            for entry in self.seeds(recipe):
-                log = self.path(entry, stage) / "metrics.jsonl"
-                records = read_metrics(log.parent) if log.exists() else []
-                curve = next((c for k in keys if (c := _curve(records, k))), None)
-                if curve:
-                    found.setdefault(recipe, []).append(curve)
-        return found
-
-    def tokenizer_eval(self, recipe: str) -> dict:
-        record = _read_json(self.path(self.first(recipe), "evaluation"))
-        return record.get("evaluation", {}).get("tokenizer", {})
 
 
 def _grids(runs: _Runs) -> str:
@@ -309,7 +240,6 @@ def _histogram(value) -> tuple[list[float], list[float]] | None:
 
 def write_report(summary: dict, out_dir: str | Path) -> Path:
     """Write OUT/report.html for the study summarised by `summary` (runs under `out_dir`)."""
-    from latentlab.study.report_text import adherence_section  # builds on this module
 
     out = Path(out_dir)
     runs = _Runs(summary, out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from latentlab.evaluation.verdicts import Comparison
-from latentlab.study.report import _figure, _Runs, grid_png
+from latentlab.study.report_parts import _figure, _Runs, grid_png
 from latentlab.study.tables import _fmt, note
 
 ACCURACY = "generation/adherence/accuracy/"
