@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from latentlab.data.config import DataConfig
 from latentlab.recipes.train import TokenizerRunConfig
@@ -43,3 +44,12 @@ def run_main(capsys, argv: list[str]) -> tuple[int, str, str]:
         code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (small matmuls: threads only add spin and noise)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

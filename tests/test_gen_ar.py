@@ -14,12 +14,7 @@ from latentlab.generators.autoregressive import ARConfig, ARTransformer, KVCache
 V, N = 8, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(num_classes: int = 3, **kw) -> ARTransformer:

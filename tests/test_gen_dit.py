@@ -21,12 +21,7 @@ from latentlab.generators.guidance import guided
 B, C, S = 3, 4, 8  # batch, latent channels, latent side
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(num_classes: int = 0) -> DiT:

@@ -26,12 +26,7 @@ PROMPTS = torch.tensor([[1, 5, 7, 0, 0, 0, 0, 0],  # begin id 1, then tokens, th
                         [1, 3, 4, 6, 2, 0, 0, 0]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def encoder() -> TextEncoder:

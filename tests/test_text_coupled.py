@@ -28,12 +28,7 @@ COUPLED = CoupledConfig(widths=(16, 32, 64), depth=2, fit_every=50, start=0,
                         big_parameters=10**5, heldout=128)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def coupled_config(spec: str = SPEC, **coupled):

@@ -32,12 +32,7 @@ TINY_TRAIN = ["--train.steps", "2", "--train.batch_size", "16", "--train.eval_ev
               "--train.log_every", "1", "--train.warmup", "0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(capsys, out, *args: str, spec: str = SPEC) -> None:
