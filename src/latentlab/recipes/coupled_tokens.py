@@ -117,7 +117,7 @@ class TokenCoupling(Coupling):
             self.replace.fill_(min(1.0, max(0.0, laws[ERROR](self.n_big) / largest[ERROR])))
 
     def _replaced(self, out: BottleneckOutput, tokens: torch.Tensor,
-                  cond: torch.Tensor | None) -> torch.Tensor:
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
         """The latent with each token replaced, with probability `replace`, by the code of the
         largest prior's prediction (teacher-forced on the true prefix). Tokens kept keep their
         (straight-through) gradient."""

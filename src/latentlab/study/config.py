@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from latentlab import config as C
+from latentlab.data import load_dataset
 from latentlab.data.config import DataConfig
 from latentlab.data.spec import parse_spec
 from latentlab.errors import ConfigError, UserError
 from latentlab.generation.config import GeneratorRunConfig
+from latentlab.generation.prompts import resolve_condition
 from latentlab.recipes.config import RECIPES
 from latentlab.recipes.presets import TOKENIZER_PRESETS
 from latentlab.recipes.train import TokenizerRunConfig
@@ -209,6 +211,8 @@ def generator_run(cfg: StudyConfig, tokenizer: Path | None, seed: int) -> Genera
     """The generator config of one run: the shared one on this tokenizer, seed and budget
     (tokenizer None: the shared one as the big generator the coupled recipes aim at)."""
     g = cfg.generator
+    # what the run will record it is conditioned on (auto resolved), so a finished run compares
+    generator = resolve_condition(g.generator, load_dataset(cfg.data.spec, "train"))
     return dataclasses.replace(
-        g, tokenizer=str(tokenizer) if tokenizer else "", data=cfg.data,
+        g, tokenizer=str(tokenizer) if tokenizer else "", data=cfg.data, generator=generator,
         train=dataclasses.replace(g.train, seed=seed, steps=cfg.budget.generator_steps))
