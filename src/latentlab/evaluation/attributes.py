@@ -234,17 +234,12 @@ def train_attribute_judge(train: LatentlabDataset, test: LatentlabDataset,
         judge = AttributeJudge(train.shape, train.scenes.names, cfg)
     x, target = _images(train), cell_targets(train.scenes)
     g = torch.Generator().manual_seed(cfg.seed)
-    steps = cfg.steps(len(train))
-    opt, sched = cfg.optimizer(judge, steps)
-    judge.train()
-    for _ in range(steps):
-        idx = torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=g)
-        loss = judge_loss(judge, x[idx], target[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    judge.eval()
+
+    def batch_loss() -> torch.Tensor:
+        idx = cfg.batch(len(train), g)
+        return judge_loss(judge, x[idx], target[idx])
+
+    cfg.fit(judge, len(train), batch_loss)
     judge.accuracy = held_out_accuracy(judge, _images(test), test.scenes)
     return judge
 

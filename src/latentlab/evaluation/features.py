@@ -79,6 +79,24 @@ class JudgeTraining:
         return opt, torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
 
+    def batch(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """Indices of one batch drawn with replacement from n items."""
+        return torch.randint(n, (min(self.batch_size, n),), generator=g)
+
+    def fit(self, net: nn.Module, n: int, batch_loss: Callable[[], torch.Tensor]) -> None:
+        """Train `net` for `steps(n)` steps on `batch_loss()` (which draws its own batch); the
+        net is left in eval mode."""
+        steps = self.steps(n)
+        opt, sched = self.optimizer(net, steps)
+        net.train()
+        for _ in range(steps):
+            loss = batch_loss()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        net.eval()
+
 
 @dataclass
 class FeatureNetConfig(JudgeTraining):
@@ -204,21 +222,15 @@ def train_feature_net(train: LatentlabDataset, test: LatentlabDataset,
         torch.manual_seed(cfg.seed)
         net = FeatureNet(train.shape, train.num_classes if task == "classes" else FLIPS, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
-    steps = cfg.steps(len(train))
-    opt, sched = cfg.optimizer(net, steps)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=g)
-        batch = train.__getitems__(idx.tolist())
+
+    def batch_loss() -> torch.Tensor:
+        batch = train.__getitems__(cfg.batch(len(train), g).tolist())
         xb, yb = batch.x.float(), batch.y
         if task == "flips":
             xb, yb = flip_task(xb, g)
-        loss = F.cross_entropy(net(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
+        return F.cross_entropy(net(xb), yb)
+
+    cfg.fit(net, len(train), batch_loss)
     correct = 0
     for batch in _chunks(test):
         xt, yt = flip_task(batch.x.float()) if task == "flips" else (batch.x.float(), batch.y)

@@ -177,20 +177,14 @@ def train_ssl_net(train: LatentlabDataset, test: LatentlabDataset,
         torch.manual_seed(cfg.seed)
         net = SSLNet(train.shape, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
-    steps = cfg.steps(len(train))
-    opt, sched = cfg.optimizer(net, steps)
-    net.train()
-    for _ in range(steps):
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randperm(len(train), generator=g)[:cfg.batch_size]
         x = train.__getitems__(idx.tolist()).x.float()
-        views = torch.cat([augment(x, g), augment(x, g)])
-        z = net.head(net(views))
-        loss = nt_xent(*z.chunk(2), cfg.temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
+        z = net.head(net(torch.cat([augment(x, g), augment(x, g)])))
+        return nt_xent(*z.chunk(2), cfg.temperature)
+
+    cfg.fit(net, len(train), batch_loss)
     _scores(net, train, test, cfg.seed)
     return net
 
