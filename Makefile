@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# test workers: one per core, at most 4 (each runs torch on one thread; see tests/conftest.py)
+JOBS   ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test lint bench clean
 
@@ -15,7 +17,7 @@ demo: $(STAMP)  ## the main job: the demo on the built-in digits
 	$(BIN)/latentlab demo
 
 test: $(STAMP)  ## the test suite
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

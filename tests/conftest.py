@@ -14,6 +14,12 @@ from latentlab.tokenizers.tokenizer import TokenizerConfig
 from latentlab.training.config import TrainConfig
 
 
+def pytest_configure(config):
+    """Torch on one thread in every test process: the tests' matmuls are small, so threads add
+    only spin, and `make test` runs one process per core (pytest-xdist) instead."""
+    torch.set_num_threads(1)
+
+
 def tiny_run_config(**train) -> TokenizerRunConfig:
     """A digits autoencoder small enough to train a few dozen steps in about a second."""
     defaults = dict(steps=20, batch_size=16, lr=3e-3, warmup=2, log_every=5, eval_every=0,
@@ -44,12 +50,3 @@ def run_main(capsys, argv: list[str]) -> tuple[int, str, str]:
         code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.fixture
-def one_thread():
-    """Torch on one thread for the test (small matmuls: threads only add spin and noise)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -15,16 +15,6 @@ from latentlab.tokenizers.bottlenecks import VectorQuantizer, VQConfig
 LATENT = 4  # channels of the tiny model's (B, 4, 2, 2) latent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are too small to gain from threads, and on shared cores OpenMP barriers
-    between two threads cost up to 40x (measured: 1.6 s alone, 66 s beside another job)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @cache
 def digits() -> torch.Tensor:
     """(1797, 1, 8, 8) handwritten digits in [-1, 1]."""

@@ -14,7 +14,6 @@ from latentlab.generators.autoregressive import ARConfig, ARTransformer, KVCache
 V, N = 8, 16
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(num_classes: int = 3, **kw) -> ARTransformer:

@@ -21,7 +21,6 @@ from latentlab.generators.guidance import guided
 B, C, S = 3, 4, 8  # batch, latent channels, latent side
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(num_classes: int = 0) -> DiT:

@@ -16,8 +16,6 @@ from latentlab.generators.gan import GANConfig, GANDiscriminator, GANGenerator
 from latentlab.nn import gan_losses
 from latentlab.nn.gan_losses import discriminator_loss, generator_loss
 
-torch.set_num_threads(1)
-
 K = 8
 CENTRES = torch.stack([torch.cos(2 * math.pi * torch.arange(K) / K),
                        torch.sin(2 * math.pi * torch.arange(K) / K)], dim=1)  # (K, 2)

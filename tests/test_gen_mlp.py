@@ -12,8 +12,6 @@ from latentlab.generators.denoisers.mlp import MLPDenoiser, MLPDenoiserConfig
 from latentlab.generators.guidance import drop_labels
 from latentlab.nn.embeddings import timestep_embedding
 
-torch.set_num_threads(1)
-
 K = 8
 CENTRES = torch.stack([torch.cos(2 * math.pi * torch.arange(K) / K),
                        torch.sin(2 * math.pi * torch.arange(K) / K)], dim=1)  # (K, 2)

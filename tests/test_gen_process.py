@@ -15,8 +15,6 @@ from latentlab.generators import DDPM, PROCESSES, VPSDE, FlowMatching
 from latentlab.generators.ddpm import cosine_betas, linear_betas
 from latentlab.generators.time import T_DATA, T_NOISE, sample_time
 
-torch.set_num_threads(1)
-
 MU = torch.tensor([1.0, -0.5])
 S = 0.5
 N = 20_000

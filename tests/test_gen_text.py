@@ -26,7 +26,6 @@ PROMPTS = torch.tensor([[1, 5, 7, 0, 0, 0, 0, 0],  # begin id 1, then tokens, th
                         [1, 3, 4, 6, 2, 0, 0, 0]])
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def encoder() -> TextEncoder:

@@ -23,15 +23,6 @@ from .conftest import tiny_run_config
 FAST = ["--steps", "30", "--batch_size", "32", "--warmup", "5", "--eval_draws", "2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core machine: one thread avoids OpenMP spin-waiting
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits_cache(tmp_path_factory):
     """The train split of digits encoded by a continuous tokenizer trained 20 steps."""

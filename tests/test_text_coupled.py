@@ -28,7 +28,6 @@ COUPLED = CoupledConfig(widths=(16, 32, 64), depth=2, fit_every=50, start=0,
                         big_parameters=10**5, heldout=128)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def coupled_config(spec: str = SPEC, **coupled):

@@ -32,7 +32,6 @@ TINY_TRAIN = ["--train.steps", "2", "--train.batch_size", "16", "--train.eval_ev
               "--train.log_every", "1", "--train.warmup", "0"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(capsys, out, *args: str, spec: str = SPEC) -> None:

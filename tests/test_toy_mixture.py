@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from latentlab.study.toy_mixture import ToyConfig, run_toy
 from tests.conftest import run_main
@@ -15,15 +14,6 @@ from tests.conftest import run_main
 # 4 clusters in 6 dims, small nets, a few hundred steps: about a second a seed
 TINY = dict(k=4, d=6, n=256, seeds=2, steps=200, batch_size=64, encoder_hidden=(32, 32),
             decoder_hidden=(32, 32))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Layers this small only contend with more threads (the command does the same)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_separated_clusters_give_a_latent_that_classifies():
