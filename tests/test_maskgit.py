@@ -6,6 +6,7 @@ save / load) on digits."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from latentlab.cli import main
 from latentlab.data.config import DataConfig
 from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig
 from latentlab.generation.generator import Generator
+from latentlab.generation.sample import sample_to_file
 from latentlab.generation.train import train_generator
 from latentlab.generators.maskgit import (
     MaskGITConfig,
@@ -27,9 +29,11 @@ from latentlab.generators.maskgit import (
     random_mask,
 )
 from latentlab.nn.text import TextEncoder
+from latentlab.recipes.train import train_tokenizer
 from latentlab.training.config import TrainConfig
 
-from .test_generation import tiny_tokenizer_run
+from .conftest import replace_train
+from .test_generation import MIXTURE, coverage, mixture_run, tiny_tokenizer_run
 
 V, N, K = 8, 9, 3  # vocabulary, tokens (a 3x3 grid), classes
 
@@ -247,6 +251,24 @@ def test_training_covers_every_mode_and_decodes_coherent_grids():
     # all at once, each token is drawn from its own marginal: grids blend the patterns
     coherent, _, _ = modes(model.sample(300, None, steps=1, generator=g))
     assert coherent < 0.2, coherent
+
+
+@pytest.mark.slow
+def test_maskgit_over_vq_tokens_covers_the_mixture(tmp_path):
+    """As the autoregressive prior's test (test_generation.py): one token per item."""
+    from latentlab.recipes.presets import TOKENIZER_PRESETS
+
+    tok_cfg = replace_train(TOKENIZER_PRESETS["mixture-vq"], steps=300, eval_every=0,
+                            checkpoint_every=1000, log_every=100)
+    train_tokenizer(dataclasses.replace(tok_cfg, data=DataConfig(spec=MIXTURE)), tmp_path / "tok")
+    cfg = dataclasses.replace(mixture_run("maskgit", steps=300, lr=1e-3), tokenizer=str(
+        tmp_path / "tok"), generator=GeneratorConfig(family="maskgit", network=MaskGITConfig(
+            width=64, depth=2, heads=2)))
+    train_generator(cfg, tmp_path / "gen")
+    sample_to_file(tmp_path / "gen", 1600, tmp_path / "s.npz")
+    with np.load(tmp_path / "s.npz") as f:
+        shares, near, right_class = coverage(f["vectors"], f["labels"])
+    assert shares.min() > 0.05 and near > 0.7 and right_class > 0.7, (shares, near, right_class)
 
 
 def test_pipeline_trains_samples_resumes_and_round_trips(tmp_path, tiny_config):
