@@ -123,8 +123,8 @@ class Generator(nn.Module):
             tokens = self.network.sample(n, cond, guidance=guidance, generator=generator)
             return tokens.reshape(n, *self.what.shape)
         if self.family == "maskgit":
-            tokens = self.network.sample(n, cond, steps or self.cfg.generator.steps,
-                                         guidance=guidance, generator=generator)
+            steps = steps if steps is not None else self.cfg.generator.steps
+            tokens = self.network.sample(n, cond, steps, guidance=guidance, generator=generator)
             return tokens.reshape(n, *self.what.shape)
         if self.family == "gan":
             if guidance is not None:
