@@ -192,6 +192,18 @@ def test_text_conditioning_reads_the_prompt_but_not_its_padding():
         MaskGITTransformer(MaskGITConfig(), V, N, K, text)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+def test_dtype_follows_the_weights(dtype):
+    reference, model = tiny(), tiny().to(dtype)
+    x, cond = tokens(3), torch.tensor([0, 1, 2])
+    out, want = model(x, cond), reference(x, cond)
+    assert out.dtype == dtype and model.logits(x, cond).dtype == torch.float32
+    error = (out.double() - want.double()).norm() / want.double().norm()
+    assert error < (1e-5 if dtype == torch.float64 else 0.05), error
+    drawn = model.sample(3, cond, steps=3, guidance=2.0)
+    assert drawn.dtype == torch.int64 and drawn.max() < V
+
+
 def test_the_loss_scores_masked_positions_only():
     model, x = tiny(), tokens(4)
     cond = torch.tensor([0, 1, 2, 3])  # 3 = the null class
