@@ -111,7 +111,8 @@ class Generator(nn.Module):
         Args:
             labels: (n,) int64 classes of a class-conditional generator, (n, L) prompt token
                 ids (`encode_prompts`) of a text-conditioned one; None: the null condition.
-            steps: sampler steps of a process (ar and gan take none); None: the config's.
+            steps: sampler steps of a process, decoding steps of maskgit (ar and gan take
+                none); None: the config's.
             guidance: classifier-free guidance scale (1 = conditional); None for none.
             generator: the randomness, on the network's device.
             sampler: a sampler of the process; '' for the config's, else the process's default.
@@ -120,6 +121,10 @@ class Generator(nn.Module):
         cond = labels.to(param.device) if labels is not None else None
         if self.family == "ar":
             tokens = self.network.sample(n, cond, guidance=guidance, generator=generator)
+            return tokens.reshape(n, *self.what.shape)
+        if self.family == "maskgit":
+            steps = steps if steps is not None else self.cfg.generator.steps
+            tokens = self.network.sample(n, cond, steps, guidance=guidance, generator=generator)
             return tokens.reshape(n, *self.what.shape)
         if self.family == "gan":
             if guidance is not None:

@@ -17,6 +17,7 @@ from latentlab.generators.autoregressive import ARTransformer
 from latentlab.generators.denoisers.dit import DiT, DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiser, MLPDenoiserConfig
 from latentlab.generators.gan import GANDiscriminator, GANGenerator
+from latentlab.generators.maskgit import MaskGITTransformer
 from latentlab.nn.text import PretrainedTextEncoder, TextEncoder
 
 
@@ -98,9 +99,10 @@ def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | 
     when the family cannot model this data. A text-conditioned generator (`what.condition`
     text) needs the tokenizer of its prompts; each network gets its own text encoder
     (`text_encoder`; `pretrained`: the saved configuration of a pretrained one)."""
-    if (cfg.family == "ar") != (what.kind == "indices"):
-        need = "token indices (a discrete tokenizer: vq, lfq, fsq)" if cfg.family == "ar" \
-            else "continuous data (use generator.family ar for token indices)"
+    discrete = cfg.family in ("ar", "maskgit")
+    if discrete != (what.kind == "indices"):
+        need = "token indices (a discrete tokenizer: vq, lfq, fsq)" if discrete \
+            else "continuous data (use generator.family ar or maskgit for token indices)"
         raise ConfigError(f"generator.family: '{cfg.family}' models {need}; this data is "
                           f"{what.kind}")
     net, classes = resolve_network(cfg, what).network, what.num_classes
@@ -115,6 +117,9 @@ def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | 
     if net.kind == "ar":
         return {"model": ARTransformer(net, what.vocab_size, max(1, math.prod(what.shape)),
                                        classes, **text())}
+    if net.kind == "maskgit":
+        return {"model": MaskGITTransformer(net, what.vocab_size, max(1, math.prod(what.shape)),
+                                            classes, **text())}
     if net.kind == "gan":
         return {"model": GANGenerator(net, what.shape, classes, **text()),
                 "discriminator": GANDiscriminator(net, what.shape, classes, **text())}

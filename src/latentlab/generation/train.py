@@ -33,6 +33,7 @@ from latentlab.generation.objectives import (
     ARObjective,
     GANObjective,
     GeneratorObjective,
+    MaskGITObjective,
     ProcessObjective,
 )
 from latentlab.generation.prompts import Prompted, prompt_tokenizer, resolve_condition
@@ -110,6 +111,8 @@ def make_objective(cfg: GeneratorRunConfig, what: Modelled, tokenizer: Tokenizer
     null = null_condition(what, prompts)
     if g.family == "ar":
         return ARObjective(models["model"], null, g.label_dropout, render)
+    if g.family == "maskgit":
+        return MaskGITObjective(models["model"], null, g.label_dropout, render, g.steps)
     if g.family == "gan":
         return GANObjective(models["model"], models["discriminator"], null, g.network.loss,
                             render)
