@@ -52,7 +52,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError("--labels and --prompt: a generator takes one kind of condition")
     done = sample_to_file(args.generator, args.n, args.out, labels=labels, steps=args.steps,
                           guidance=args.cfg, seed=args.seed, grid=args.grid,
-                          sampler=args.sampler, layout=args.format, prompts=prompts)
+                          sampler=args.sampler, layout=args.format, prompts=prompts,
+                          tol=args.tol)
     print(f"wrote {done['out']} ({done['n']} samples)" + (f" and {args.grid}" if args.grid
                                                           else ""))
     return 0
@@ -106,6 +107,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
     p.add_argument("--sampler", default="", help="sampler name (default: the run's or the "
                                                  "process's)")
+    p.add_argument("--tol", type=float, help="relative and absolute tolerance of the adaptive "
+                                             "sampler dopri5 (default: 1e-5)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale on the class or "
                                              "prompt (1: conditional, 0: unconditional)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")

@@ -186,8 +186,9 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
     Returns:
         A JSON-ready dict: the figures of `score_samples`, prompt adherence (adherence/*, for
         samples with prompts on data with structured attributes; `evaluation.prompts`), the
-        run's heldout_* training figures, and for an autoregressive prior bits_per_dim,
-        bits_per_token, bits_per_image (and bits_per_dim_given_label).
+        run's heldout_* training figures, for an autoregressive prior bits_per_dim,
+        bits_per_token, bits_per_image (and bits_per_dim_given_label), and for a flow or
+        VP-SDE generator nll_bits_per_dim of what it models (`evaluation.likelihood`).
     """
     run = Path(run)
     generator = Generator.load(run)
@@ -206,4 +207,8 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
     out |= heldout_figures(run)
     if generator.family == "ar":
         out |= ar_rate(generator, spec)
+    if generator.family in ("flow", "vpsde"):
+        from latentlab.evaluation.likelihood import latent_rate
+
+        out |= latent_rate(generator, spec, seed=seed)
     return out

@@ -104,7 +104,7 @@ class Generator(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, *, steps: int | None = None,
                guidance: float | None = None, generator: torch.Generator | None = None,
-               sampler: str = "") -> torch.Tensor:
+               sampler: str = "", tol: float | None = None) -> torch.Tensor:
         """(n, *S) items: normalised latents, pixels or vectors in the network's dtype, or
         int64 token indices; on the network's device.
 
@@ -116,6 +116,7 @@ class Generator(nn.Module):
             guidance: classifier-free guidance scale (1 = conditional); None for none.
             generator: the randomness, on the network's device.
             sampler: a sampler of the process; '' for the config's, else the process's default.
+            tol: the tolerance of the adaptive sampler (dopri5); None: its default.
         """
         param = next(self.network.parameters())
         cond = labels.to(param.device) if labels is not None else None
@@ -134,7 +135,7 @@ class Generator(nn.Module):
         return self.process.sample(self.network, (n, *self.what.shape), cond, steps=steps,
                                    sampler=sampler or self.cfg.generator.sampler or None,
                                    generator=generator, guidance=guidance, device=param.device,
-                                   dtype=param.dtype)
+                                   dtype=param.dtype, **({} if tol is None else {"tol": tol}))
 
     # ---------------------------------------------------------------- save / load
 

@@ -72,13 +72,13 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
                    steps: int | None = None, guidance: float | None = None, seed: int = 0,
                    grid: str | Path | None = None, sampler: str = "",
                    batch_size: int = 500, layout: str = "latentlab",
-                   prompts: list[str] | None = None) -> dict:
+                   prompts: list[str] | None = None, tol: float | None = None) -> dict:
     """Draw `n` samples from the generator in `run`, write `out` (.npz) and optionally a grid.
 
     `prompts` (text-conditioned generators; repeated to fill n; default: the test split's
     captions) or `labels` (class-conditional; repeated; default 0, 1, ..., K-1, 0, ...) say what
     each sample is drawn for. `layout` "adm" adds arr_0 (and arr_1 for labelled samples) for the
-    ADM evaluation suite.
+    ADM evaluation suite. `tol` is the tolerance of the adaptive sampler (`sampler` dopri5).
     """
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
@@ -96,13 +96,20 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
     else:
         chosen = default_labels(n, generator.what.num_classes)
     generator.check_request(chosen, steps, guidance)
+    name, process = sampler or generator.cfg.generator.sampler, generator.process
+    if name and (process is None or name not in process.samplers):
+        have = ", ".join(process.samplers) if process is not None else "none"
+        raise UserError(f"--sampler: {generator.family} has no sampler {name!r} (it has "
+                        f"{have})")
+    if tol is not None and name != "dopri5":
+        raise UserError("--tol: only the adaptive sampler takes a tolerance (--sampler dopri5)")
     g = torch.Generator().manual_seed(seed)
     parts = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         cond = chosen[start:start + m] if chosen is not None else None
         items = generator.sample(m, cond, steps=steps, guidance=guidance, generator=g,
-                                 sampler=sampler)
+                                 sampler=sampler, tol=tol)
         parts.append(loaded.decode(items).cpu())
     samples = torch.cat(parts)
     saved_labels = (chosen if chosen is not None and chosen.ndim == 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from latentlab.generators.process import Model, Process, per_batch
+from latentlab.generators.likelihood import Field
+from latentlab.generators.process import Model, Process, adaptive, per_batch
 from latentlab.generators.samplers import SOLVERS
 from latentlab.generators.time import T_DATA, T_NOISE, TIME_SAMPLING, sample_time, time_grid
 
@@ -33,7 +34,7 @@ class FlowMatching(Process):
         time_sampling: training time distribution, "uniform" or "logit_normal" (`time.py`).
     """
 
-    samplers = {name: _solve(name) for name in SOLVERS}
+    samplers = {name: _solve(name) for name in SOLVERS} | {"dopri5": adaptive}
     default_sampler = "euler"
 
     def __init__(self, time_sampling: str = "uniform"):
@@ -47,6 +48,10 @@ class FlowMatching(Process):
 
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return 1 - t, t
+
+    def ode_field(self, model: Model) -> Field:
+        """The network's velocity itself."""
+        return model
 
     def sample_train_time(self, n, generator, device, dtype) -> Tensor:
         return sample_time(n, self.time_sampling, generator, device, dtype)

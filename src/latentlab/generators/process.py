@@ -10,6 +10,7 @@ Legend: B batch, D any trailing data dims.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,16 @@ from torch import Tensor
 
 from latentlab.generators.denoisers import Denoiser
 from latentlab.generators.guidance import NullCond, guided
+from latentlab.generators.likelihood import (
+    TOLERANCE,
+    Field,
+    Likelihood,
+    dopri5,
+    log_likelihood,
+)
+from latentlab.generators.time import T_DATA, T_NOISE
+
+log = logging.getLogger("latentlab")
 
 Model = Callable[[Tensor, Tensor], Tensor]
 """What a sampler calls: the denoiser with labels and guidance bound, (x_t, t (B,)) -> pred."""
@@ -59,6 +70,14 @@ class Process(ABC):
 
     samplers: ClassVar[dict[str, Callable[..., Tensor]]]
     default_sampler: ClassVar[str]
+    t_data: float = T_DATA
+    """Where the path starts on the data side (and its samplers stop)."""
+
+    def ode_field(self, model: Model) -> Field:
+        """The probability-flow ODE dx/dt = f(x, t) of this process with the network `model`,
+        which carries p_data at `t_data` to N(0, I) at t = 1. ValueError if it has none."""
+        raise ValueError(f"{type(self).__name__} has no probability-flow ODE (flow and vpsde "
+                         "have one)")
 
     @abstractmethod
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,6 +204,28 @@ class Process(ABC):
             return denoiser(x, t.expand(x.shape[0]), cond)
 
         return self.samplers[sampler](self, model, noise, steps, generator, **options)
+
+    @torch.no_grad()
+    def log_likelihood(self, denoiser: Denoiser, x: Tensor, cond: Tensor | None = None, *,
+                       tol: float = TOLERANCE, probes: int | None = None,
+                       generator: torch.Generator | None = None) -> Likelihood:
+        """log p(x | cond) of the probability-flow ODE (see `likelihood.log_likelihood`), x
+        (B, *D) at `t_data`; no guidance."""
+
+        def model(x_t: Tensor, t: Tensor) -> Tensor:
+            return denoiser(x_t, t.expand(x_t.shape[0]), cond)
+
+        return log_likelihood(self.ode_field(model), x, self.t_data, T_NOISE, tol, probes,
+                              generator)
+
+
+def adaptive(process: Process, model: Model, x: Tensor, steps: int,
+             generator: torch.Generator | None, tol: float = TOLERANCE) -> Tensor:
+    """Integrate the probability-flow ODE from noise to `t_data` with dopri5 at tolerance `tol`
+    (`steps` is not used: the solver picks its own); logs the evaluations it took."""
+    out, nfe = dopri5(process.ode_field(model), x, T_NOISE, process.t_data, tol)
+    log.info("dopri5 (tol %g): %d network evaluations", tol, nfe)
+    return out
 
 
 class EpsilonProcess(Process):

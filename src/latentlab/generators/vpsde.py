@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from latentlab.generators.process import EpsilonProcess, Model
+from latentlab.generators.likelihood import Field
+from latentlab.generators.process import EpsilonProcess, Model, adaptive
 from latentlab.generators.samplers import SOLVERS
 from latentlab.generators.time import T_NOISE, time_grid
 
@@ -42,9 +43,7 @@ def _probability_flow(process: VPSDE, model: Model, x: Tensor, steps: int,
     `solver` is a key of `samplers.SOLVERS`.
     """
 
-    def field(x: Tensor, t: Tensor) -> Tensor:
-        return -0.5 * process.beta(t) * (x + process.score(model, x, t))
-
+    field = process.ode_field(model)
     ts = time_grid(steps, T_NOISE, process.eps, device=x.device, dtype=x.dtype)
     return SOLVERS[solver](field, x, ts)
 
@@ -57,7 +56,7 @@ class VPSDE(EpsilonProcess):
         eps: smallest time used for training and where samplers stop.
     """
 
-    samplers = {"euler_maruyama": _euler_maruyama, "ode": _probability_flow}
+    samplers = {"euler_maruyama": _euler_maruyama, "ode": _probability_flow, "dopri5": adaptive}
     default_sampler = "euler_maruyama"
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-3):
@@ -66,6 +65,7 @@ class VPSDE(EpsilonProcess):
         if not 0 < eps < 1:
             raise ValueError(f"eps must be in (0, 1), got {eps}")
         self.beta_min, self.beta_max, self.eps = beta_min, beta_max, eps
+        self.t_data = eps
 
     def __repr__(self) -> str:
         return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max}, eps={self.eps})"
@@ -82,6 +82,14 @@ class VPSDE(EpsilonProcess):
     def sample_train_time(self, n, generator, device, dtype) -> Tensor:
         u = torch.rand(n, generator=generator, device=device, dtype=dtype)
         return self.eps + (1 - self.eps) * u
+
+    def ode_field(self, model: Model) -> Field:
+        """dx/dt = -1/2 beta(t) (x + score(x, t)) (Song et al. eq. 13)."""
+
+        def field(x: Tensor, t: Tensor) -> Tensor:
+            return -0.5 * self.beta(t) * (x + self.score(model, x, t))
+
+        return field
 
     def score(self, model: Model, x: Tensor, t: Tensor) -> Tensor:
         """grad log p_t(x) = -eps_hat / sigma_t for a 0-d or (B,) time t."""
