@@ -81,8 +81,8 @@ class CodecRunConfig:
         if kind not in DISCRETE:
             raise ValueError(f"tokenizer.model.bottleneck.kind: the codec needs a discrete "
                              f"bottleneck ({', '.join(DISCRETE)}), got '{kind}'")
-        if self.tokenizer.model.arch.kind != "conv":
-            raise ValueError("tokenizer.model.arch: the codec codes images (conv), got "
+        if self.tokenizer.model.arch.kind == "mlp":
+            raise ValueError("tokenizer.model.arch: the codec codes images (conv, diffusers), got "
                              f"'{self.tokenizer.model.arch.kind}'")
 
 

@@ -22,7 +22,12 @@ SUMMARY_KEYS = ("mse", "psnr", "ssim", "rfd", "lipschitz_encoder_mean", "lipschi
 
 
 def run_kind(run: Path) -> str:
-    """"tokenizer" or "generator", from what the run directory holds."""
+    """"tokenizer" or "generator", from what the run directory holds (a diffusers autoencoder
+    folder is a tokenizer)."""
+    from latentlab.tokenizers.diffusers_ae import is_diffusers_folder
+
+    if is_diffusers_folder(run):
+        return "tokenizer"
     if (run / "generator" / "modelled.json").is_file():
         return "generator"
     if (run / "tokenizer" / "tokenizer.yaml").is_file():
@@ -84,8 +89,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UserError("--samples: only a generator run has samples to score")
         evaluation = evaluate_tokenizer_run(run, cache_dir=args.cache_dir, seed=args.seed,
                                             probe_steps=args.probe_steps,
-                                            inception=args.inception)
+                                            inception=args.inception, spec=args.data)
     else:
+        if args.data:
+            raise UserError("--data: only for a diffusers folder; a generator run is scored on "
+                            "its own dataset")
         from latentlab.evaluation.generator import evaluate_generator_run
 
         evaluation = evaluate_generator_run(run, n=args.n, cache_dir=args.cache_dir,
@@ -109,7 +117,8 @@ def register(sub) -> None:
                     "classifier, its probabilities, a self-supervised encoder) and class "
                     "accuracy (and bits per dimension for an autoregressive prior). The "
                     "networks are trained once per dataset and cached. See docs/metrics.md.")
-    p.add_argument("run", help="run directory of train-tokenizer or train-generator")
+    p.add_argument("run", help="run directory of train-tokenizer or train-generator, or a "
+                               "diffusers AutoencoderKL/VQModel folder (with --data)")
     p.add_argument("--n", type=int, default=DEFAULT_N,
                    help=f"samples to draw from a generator (default: {DEFAULT_N})")
     p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
@@ -124,6 +133,8 @@ def register(sub) -> None:
     p.add_argument("--probe-steps", type=int, default=PROBE_STEPS,
                    help="training steps of a tokenizer's predictability probe; figures "
                         f"compare only at equal steps (default: {PROBE_STEPS})")
+    p.add_argument("--data", help="the dataset to evaluate a diffusers autoencoder folder on "
+                                  "(a run uses its own)")
     p.add_argument("--out", help="evaluation file to write (default: RUN/evaluation.json)")
     p.add_argument("--cache-dir", help="feature-network cache (default: $LATENTLAB_CACHE or "
                                        "~/.cache/latentlab)")

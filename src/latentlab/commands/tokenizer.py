@@ -42,14 +42,18 @@ def _print_summary(metrics: dict) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from latentlab.data import load_dataset
-    from latentlab.generation.encode import default_cache_path, encode_dataset, source_record
-    from latentlab.tokenizers.tokenizer import Tokenizer
+    from latentlab.generation.encode import (
+        default_cache_path,
+        encode_dataset,
+        load_tokenizer,
+        source_record,
+    )
 
-    tokenizer = Tokenizer.load(args.tokenizer)
     out = Path(args.out) if args.out else default_cache_path(args.tokenizer, args.data,
                                                                args.split)
     data = load_dataset(args.data, args.split)
     try:
+        tokenizer = load_tokenizer(args.tokenizer, args.data)
         path = encode_dataset(tokenizer, data, out, source_record(args.tokenizer, tokenizer),
                               overwrite=args.overwrite)
     except ValueError as e:

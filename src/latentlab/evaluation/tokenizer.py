@@ -20,6 +20,7 @@ from latentlab.errors import UserError
 from latentlab.evaluation.features import FeatureNet, feature_network
 from latentlab.evaluation.probe import PROBE_STEPS, UNITS, predictability
 from latentlab.evaluation.views import inception_fid
+from latentlab.generation.encode import load_tokenizer
 from latentlab.metrics.generation import frechet_distance
 from latentlab.metrics.latent import (
     cosine_histogram,
@@ -29,6 +30,7 @@ from latentlab.metrics.latent import (
 )
 from latentlab.recipes.baseline import evaluate_tokenizer
 from latentlab.recipes.train import TokenizerRunConfig
+from latentlab.tokenizers.diffusers_ae import is_diffusers_folder
 from latentlab.tokenizers.tokenizer import Tokenizer
 from latentlab.training.rundir import CONFIG
 
@@ -74,12 +76,21 @@ def subset(n: int, limit: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:limit].tolist())
 
 
-def load_run(run: str | Path) -> tuple[TokenizerRunConfig, Tokenizer]:
-    """The configuration and the trained tokenizer of a run directory (one-line errors)."""
+def load_run(run: str | Path, spec: str | None = None) -> tuple[str, Tokenizer]:
+    """The dataset and the trained tokenizer of a run directory, or a diffusers autoencoder
+    folder and the dataset `spec` it is evaluated on (one-line errors)."""
     run = Path(run)
+    if is_diffusers_folder(run):
+        if not spec:
+            raise UserError(f"{run}: a diffusers folder has no dataset of its own; name the one "
+                            "to evaluate it on with --data")
+        return spec, load_tokenizer(run, spec)
+    if spec:
+        raise UserError("--data: only for a diffusers folder; a run is evaluated on its own "
+                        "dataset")
     if not (run / CONFIG).exists():
         raise UserError(f"{run}: not a tokenizer run (no {CONFIG})")
-    return C.load(TokenizerRunConfig, run / CONFIG), Tokenizer.load(run)
+    return C.load(TokenizerRunConfig, run / CONFIG).data.spec, Tokenizer.load(run)
 
 
 def _lipschitz_figures(name: str, fn, points: torch.Tensor, seed: int) -> dict[str, float]:
@@ -142,23 +153,25 @@ def reconstruction_distance(net: FeatureNet, tokenizer: Tokenizer, test: Encoded
 
 def evaluate_tokenizer_run(run: str | Path, cache_dir: str | os.PathLike | None = None,
                            probe_steps: int = PROBE_STEPS, seed: int = 0,
-                           inception: str | os.PathLike | None = None) -> dict:
+                           inception: str | os.PathLike | None = None,
+                           spec: str | None = None) -> dict:
     """Every tokenizer metric of run directory `run`, on the test split of its dataset.
 
     Args:
-        run: a `train-tokenizer` run directory.
+        run: a `train-tokenizer` run directory, or a diffusers autoencoder folder.
         cache_dir: root of the feature-network cache (see `evaluation.features.cache_root`).
         probe_steps: training steps of the predictability probe.
         seed: seed of the pair draws, subsets and the probe.
         inception: optional torch.export feature extractor (.pt2) for an Inception rFID.
+        spec: the dataset a diffusers folder is evaluated on (statistics fitted on its
+            training split, see `generation.encode.load_tokenizer`).
 
     Returns:
         A JSON-ready dict: scalars (mse, psnr, ssim, rfd, lipschitz_*, nn_accuracy,
         predictability, usage, perplexity, dead_codes, feature_net_accuracy) and plot data
         (cosine_histogram, eigenvalues); keys are documented in docs/metrics.md.
     """
-    cfg, tokenizer = load_run(run)
-    spec = cfg.data.spec
+    spec, tokenizer = load_run(run, spec)
     train, test_data = load_dataset(spec, "train"), load_dataset(spec, "test")
     out: dict = {"kind": "tokenizer", "data": spec, "seed": seed}
     out |= evaluate_tokenizer(tokenizer, test_data)  # mse, psnr, ssim; usage for discrete

@@ -21,6 +21,7 @@ import torch
 
 from latentlab import pixels
 from latentlab.errors import UserError
+from latentlab.generation.encode import load_tokenizer
 from latentlab.generation.generator import Generator
 from latentlab.io import atomic_path
 from latentlab.tokenizers.tokenizer import Tokenizer
@@ -36,7 +37,7 @@ class LoadedGenerator:
     @classmethod
     def load(cls, run: str | Path, device: str | torch.device = "cpu") -> LoadedGenerator:
         generator = Generator.load(run, map_location=device)
-        tokenizer = (Tokenizer.load(generator.cfg.tokenizer, map_location=device)
+        tokenizer = (load_tokenizer(generator.cfg.tokenizer, generator.cfg.data.spec, device)
                      if generator.cfg.tokenizer else None)
         return cls(generator, tokenizer)
 

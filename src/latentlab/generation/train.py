@@ -20,7 +20,7 @@ from latentlab.data import load_dataset
 from latentlab.data.base import LatentlabDataset
 from latentlab.data.text import TextTokenizer
 from latentlab.generation.config import GeneratorConfig, GeneratorRunConfig
-from latentlab.generation.encode import cached_split
+from latentlab.generation.encode import cached_split, load_tokenizer
 from latentlab.generation.generator import FOLDER, Generator
 from latentlab.generation.models import (
     Modelled,
@@ -125,7 +125,7 @@ def train_generator(cfg: GeneratorRunConfig, out: str | Path, mode: Mode = "new"
     data = generator_data(cfg)
     train_data, test_data, what = data.train, data.test, data.what
     cfg = dataclasses.replace(cfg, generator=resolve_network(data.generator, what))
-    tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
+    tokenizer = load_tokenizer(cfg.tokenizer, cfg.data.spec) if cfg.tokenizer else None
 
     def body(run: RunDir, text: str) -> dict:
         objective = make_objective(cfg, what, tokenizer, data.prompts)

@@ -20,8 +20,10 @@ import dataclasses
 
 from torch import nn
 
+from latentlab.errors import ConfigError
 from latentlab.recipes.config import DAEConfig
 from latentlab.tokenizers.conv import ConvDecoder
+from latentlab.tokenizers.diffusers_ae import DiffusersDecoder
 from latentlab.tokenizers.mlp import MLPDecoder
 from latentlab.tokenizers.tokenizer import TokenizerConfig
 
@@ -30,6 +32,11 @@ def weak_decoder(model: TokenizerConfig, in_channels: int, dae: DAEConfig) -> nn
     """The stage-1 decoder: the model's decoder at width `dae.weak_width` with channel dropout
     `dae.weak_dropout` (element dropout for the MLP decoder)."""
     latent = model.latent_channels
+    if model.arch.kind == "diffusers":
+        if dae.weak_dropout:
+            raise ConfigError("dae.weak_dropout: diffusers' Decoder has no dropout; weaken it "
+                              "with dae.weak_width")
+        return DiffusersDecoder(model.arch, latent, in_channels, width=dae.weak_width)
     if model.arch.kind == "conv":
         conv = dataclasses.replace(model.arch, channel_dropout=dae.weak_dropout)
         return ConvDecoder(conv, latent, in_channels, width=dae.weak_width)

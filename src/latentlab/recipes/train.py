@@ -8,6 +8,7 @@ The run directory gets, besides what every run has (see `training.rundir`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from latentlab.recipes.coupled import LatentCoupling
 from latentlab.recipes.coupled_tokens import TokenCoupling
 from latentlab.recipes.objective import TokenizerObjective
 from latentlab.recipes.tiny import BigGenerator
+from latentlab.tokenizers import diffusers_ae
 from latentlab.tokenizers.bottlenecks import build_bottleneck
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 from latentlab.training import RunDir, TrainConfig, train
@@ -59,6 +61,10 @@ class TokenizerRunConfig:
     coupled: CoupledConfig | None = None
     """Tiny generators, predictability regularizer and scaling fit: only with recipes coupled and
     coupled+dae (their defaults when not given; left out with the other recipes)."""
+    init: str = ""
+    """Start from this diffusers AutoencoderKL / VQModel folder (fine-tuning it): its weights,
+    and its architecture in place of model.arch, latent_channels and the bottleneck kind
+    (model.bottleneck's settings apply when its kind is the folder's)."""
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     """The tokenizer's architecture and bottleneck."""
     loss: LossConfig = field(default_factory=LossConfig)
@@ -80,12 +86,30 @@ def mean_image_mse(train_data, test_data) -> float:
 
 
 def build_tokenizer(cfg: TokenizerRunConfig, item_shape: tuple[int, ...]) -> TokenizerRunConfig:
-    """The config, checked against the data's item shape."""
+    """The config (with `init`, the folder's architecture), checked against the data's item
+    shape."""
+    if cfg.init:
+        cfg = dataclasses.replace(cfg, model=init_model(cfg.init, cfg.model, item_shape[0]))
     try:
         Tokenizer(cfg.model, item_shape[0]).check_input(item_shape)
     except ValueError as e:
-        raise ConfigError(f"model.{e}") from None
+        raise ConfigError(f"{'init' if cfg.init else 'model'}.{e}") from None
     return cfg
+
+
+def init_model(folder: str, model: TokenizerConfig, channels: int) -> TokenizerConfig:
+    """The architecture of the diffusers folder `folder` with the bottleneck settings of
+    `model` when they are of the folder's kind; ConfigError unless it takes images of
+    `channels` channels."""
+    config = diffusers_ae.read_config(Path(folder))
+    arch, latent, bottleneck, in_channels = diffusers_ae.architecture(config)
+    if in_channels != channels:
+        raise ConfigError(f"init: {folder} takes images of {in_channels} channels, the data "
+                          f"has {channels}")
+    if model.bottleneck.kind == bottleneck.kind:
+        keep = {"codebook_size": bottleneck.codebook_size} if bottleneck.kind == "vq" else {}
+        bottleneck = dataclasses.replace(model.bottleneck, **keep)
+    return TokenizerConfig(arch=arch, latent_channels=latent, bottleneck=bottleneck)
 
 
 def save_reconstructions(tokenizer: Tokenizer, data, path: Path, n: int = 32) -> None:
@@ -142,7 +166,8 @@ def build_objective(cfg: TokenizerRunConfig, data, heldout=None,
     dataset never trained on, e.g. the test split) gives a coupled recipe's held-out latents.
     With `prompts` (`coupled_prompts`) the tiny generators are text-conditioned and `data` and
     `heldout` are `Prompted` by them."""
-    tokenizer = Tokenizer(cfg.model, data.shape[0])
+    tokenizer = (Tokenizer.from_diffusers(cfg.init, cfg=cfg.model).train() if cfg.init
+                 else Tokenizer(cfg.model, data.shape[0]))
     coupling = None
     if cfg.recipe.startswith("coupled"):
         latent = tokenizer.latent_shape(data.shape)

@@ -13,6 +13,7 @@ S latent spatial dims ((h, w) for images, () for vectors).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from torch import nn
 from latentlab import __version__
 from latentlab import config as C
 from latentlab.errors import CheckpointError, ConfigError
-from latentlab.io import atomic_path
+from latentlab.io import atomic_dir, atomic_path
+from latentlab.tokenizers import diffusers_ae as hf
 from latentlab.tokenizers.bottlenecks import (
     BOTTLENECKS,
     BottleneckConfig,
@@ -34,17 +36,21 @@ from latentlab.tokenizers.bottlenecks import (
 )
 from latentlab.tokenizers.bottlenecks.base import BottleneckOutput
 from latentlab.tokenizers.conv import ConvConfig, ConvDecoder, ConvEncoder, check_image_size
+from latentlab.tokenizers.diffusers_ae import DiffusersConfig, DiffusersDecoder, DiffusersEncoder
 from latentlab.tokenizers.mlp import MLPConfig, MLPDecoder, MLPEncoder
 
 WEIGHTS, CONFIG = "tokenizer.safetensors", "tokenizer.yaml"
+DIFFUSERS = "diffusers"
+"""The folder beside them holding a diffusers model's copy (`save_diffusers`)."""
 IN_CHANNELS = "in_channels"
 """The key in CONFIG of the image channels (vector features) the tokenizer was built for."""
 
 
 @dataclass
 class TokenizerConfig:
-    arch: ConvConfig | MLPConfig = field(default_factory=ConvConfig)
-    """The encoder/decoder: conv (images) or mlp (vectors, e.g. the mixture toy)."""
+    arch: ConvConfig | MLPConfig | DiffusersConfig = field(default_factory=ConvConfig)
+    """The encoder/decoder: conv (images), mlp (vectors, e.g. the mixture toy) or diffusers
+    (diffusers' autoencoder Encoder/Decoder, images)."""
     latent_channels: int = 4
     """Channels of the latent the decoder receives (FSQ: one per level)."""
     bottleneck: BottleneckConfig = field(default_factory=IdentityConfig)
@@ -106,12 +112,17 @@ class Tokenizer(nn.Module):
         if cfg.arch.kind == "conv":
             self.encoder = ConvEncoder(cfg.arch, c, enc_out)
             self.decoder = ConvDecoder(cfg.arch, lat, c, width=decoder_width)
+        elif cfg.arch.kind == "diffusers":
+            self.encoder = DiffusersEncoder(cfg.arch, c, enc_out)
+            self.decoder = DiffusersDecoder(cfg.arch, lat, c, width=decoder_width)
         else:
             self.encoder = MLPEncoder(cfg.arch, c, enc_out)
             self.decoder = MLPDecoder(cfg.arch, lat, c, width=decoder_width)
         # per-channel latent statistics, fitted after training (identity until then)
         self.register_buffer("latent_shift", torch.zeros(lat))
         self.register_buffer("latent_scale", torch.ones(lat))
+        self.fitted = True
+        """False for a diffusers folder read as it is: its statistics are not fitted yet."""
 
     @property
     def discrete(self) -> bool:
@@ -119,11 +130,11 @@ class Tokenizer(nn.Module):
 
     @property
     def factor(self) -> int:
-        return self.cfg.arch.factor if self.cfg.arch.kind == "conv" else 1
+        return 1 if self.cfg.arch.kind == "mlp" else self.cfg.arch.factor
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """Raise ValueError naming the field when items of `shape` do not fit this model."""
-        want = 3 if self.cfg.arch.kind == "conv" else 1
+        want = 1 if self.cfg.arch.kind == "mlp" else 3
         if len(shape) != want:
             kind = "images (C, H, W)" if want == 3 else "vectors (D,)"
             raise ValueError(f"arch: '{self.cfg.arch.kind}' takes {kind}, the data has items "
@@ -135,7 +146,8 @@ class Tokenizer(nn.Module):
             try:
                 check_image_size(self.cfg.arch, shape)
             except ValueError as e:
-                raise ValueError(f"arch.{e}") from None
+                name = "block_out_channels" if self.cfg.arch.kind == "diffusers" else "ch_mult"
+                raise ValueError(f"arch.{name}{str(e).removeprefix('ch_mult')}") from None
 
     def latent_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """(C, H, W) -> (L, H/f, W/f); (D,) -> (L,)."""
@@ -191,6 +203,7 @@ class Tokenizer(nn.Module):
         std = (sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
         self.latent_shift.copy_(mean.float())
         self.latent_scale.copy_(std.float().clamp_min(1e-6))  # a dead channel stays finite
+        self.fitted = True
         self.train(was_training)
         return {"shift": self.latent_shift.tolist(), "scale": self.latent_scale.tolist()}
 
@@ -206,7 +219,38 @@ class Tokenizer(nn.Module):
             save_file(tensors, tmp, metadata={k: str(v) for k, v in header.items()})
         with atomic_path(directory / CONFIG) as tmp:
             tmp.write_text(f"{IN_CHANNELS}: {self.in_channels}\n" + C.dump_yaml(self.cfg))
+        if self.diffusers_class is not None:
+            self.save_diffusers(directory / DIFFUSERS)
         return directory
+
+    @property
+    def diffusers_class(self) -> str | None:
+        """The diffusers class that holds this model (AutoencoderKL, VQModel), else None."""
+        if self.cfg.arch.kind != "diffusers":
+            return None
+        kind = self.cfg.bottleneck.kind
+        if kind == "kl":
+            return "AutoencoderKL"
+        vq = kind == "vq" and self.cfg.arch.quant_conv and not self.cfg.bottleneck.cosine
+        return "VQModel" if vq else None
+
+    def save_diffusers(self, directory: str | Path) -> Path:
+        """Write this model as a diffusers folder (`save_pretrained`), which
+        `<class>.from_pretrained` loads; the latent statistics become its `latents_mean` /
+        `latents_std` (`scaling_factor` 1)."""
+        name = self.diffusers_class
+        if name is None:
+            raise ValueError(f"a {self.cfg.arch.kind} tokenizer with a "
+                             f"{self.cfg.bottleneck.kind} bottleneck has no diffusers class")
+        size = self.bottleneck.codebook_size if self.discrete else 0
+        config = hf.folder_config(name, self.cfg.arch, self.cfg.latent_channels,
+                                  self.in_channels, size, self.latent_shift.tolist(),
+                                  self.latent_scale.tolist())
+        model = hf.model_class(name)(**config)
+        model.load_state_dict(hf.to_diffusers(self.state_dict()))
+        with atomic_dir(Path(directory)) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+        return Path(directory)
 
     @classmethod
     def load(cls, path: str | Path, expect: TokenizerConfig | None = None,
@@ -220,8 +264,11 @@ class Tokenizer(nn.Module):
         path = Path(path)
         if not (path / CONFIG).exists() and (path / "tokenizer" / CONFIG).exists():
             path = path / "tokenizer"
+        if not (path / CONFIG).exists() and hf.is_diffusers_folder(path):
+            return cls.from_diffusers(path, map_location)
         if not (path / CONFIG).exists():
-            raise CheckpointError(f"{path}: no {CONFIG} (not a trained tokenizer)")
+            raise CheckpointError(f"{path}: no {CONFIG} (not a trained tokenizer, nor a "
+                                  "diffusers autoencoder folder)")
         try:
             data = C.read_yaml(path / CONFIG)
             in_channels = data.pop(IN_CHANNELS, None)
@@ -242,6 +289,50 @@ class Tokenizer(nn.Module):
         load_weights(model, tensors, str(path / WEIGHTS))
         return model.to(map_location).eval()
 
+    @classmethod
+    def from_diffusers(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                       cfg: TokenizerConfig | None = None) -> Tokenizer:
+        """A tokenizer holding the weights of the diffusers AutoencoderKL / VQModel folder
+        `path` (read with `from_pretrained`, nothing downloads). Its latent statistics are the
+        identity until `fit_statistics`; `fitted` says so.
+
+        Args:
+            cfg: the bottleneck settings to train it with (its architecture must be the
+                folder's; the default: the folder's, with latentlab's default bottleneck
+                settings).
+        """
+        path = Path(path)
+        config = hf.read_config(path)
+        arch, latent, bottleneck, in_channels = hf.architecture(config)
+        own = TokenizerConfig(arch=arch, latent_channels=latent, bottleneck=bottleneck)
+        if cfg is not None:
+            if (cfg.arch, cfg.latent_channels, cfg.bottleneck.kind) != (
+                    dataclasses.replace(arch, width=cfg.arch.width), latent, bottleneck.kind):
+                raise ConfigError(f"model: {path} is a {config['_class_name']} with "
+                                  f"{hf.describe(own)}, the config asks for "
+                                  f"{hf.describe(cfg)}")
+            own = cfg
+        try:
+            source = hf.model_class(config["_class_name"]).from_pretrained(
+                path, local_files_only=True, low_cpu_mem_usage=False)
+        except (OSError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: cannot be read as a {config['_class_name']} "
+                                  f"({first})") from None
+        model = cls(own, in_channels)
+        tensors = hf.from_diffusers(source.state_dict())
+        own_state = model.state_dict()
+        for key in own_state.keys() - tensors.keys():
+            if not key.startswith(("encoder.", "decoder.")):  # statistics, VQ buffers
+                tensors[key] = own_state[key]
+        if model.discrete:
+            tensors["bottleneck.initialized"] = torch.tensor(True)
+            if "bottleneck.embed_sum" in own_state:  # EMA updates start from these codes
+                tensors["bottleneck.embed_sum"] = tensors["bottleneck.codebook"].clone()
+        load_weights(model, tensors, str(path))
+        model.fitted = False
+        return model.to(map_location).eval()
+
 
 def fingerprint(path: str | Path) -> str:
     """A short hash of a saved tokenizer (weights and architecture): the identity a latent cache
@@ -249,9 +340,12 @@ def fingerprint(path: str | Path) -> str:
     path = Path(path)
     if not (path / CONFIG).exists() and (path / "tokenizer" / CONFIG).exists():
         path = path / "tokenizer"
+    files = [path / CONFIG, path / WEIGHTS]
+    if not files[0].exists() and hf.is_diffusers_folder(path):
+        files = hf.weight_files(path)
     h = hashlib.sha256()
-    for name in (CONFIG, WEIGHTS):
-        with open(path / name, "rb") as f:
+    for name in files:
+        with open(name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
