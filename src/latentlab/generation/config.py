@@ -11,9 +11,10 @@ from latentlab.generators.autoregressive import ARConfig
 from latentlab.generators.denoisers.dit import DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiserConfig
 from latentlab.generators.gan import GANConfig
+from latentlab.generators.pixelcnn import PixelCNNConfig
 from latentlab.training.config import TrainConfig
 
-FAMILIES = ("flow", "ddpm", "vpsde", "ar", "gan")
+FAMILIES = ("flow", "ddpm", "vpsde", "ar", "gan", "pixelcnn")
 
 
 @dataclass
@@ -55,8 +56,8 @@ class VPSDESettings:
 ProcessConfig = FlowSettings | DDPMSettings | VPSDESettings
 """The settings of a continuous process, a tagged union whose kind is the family."""
 
-NetworkConfig = DiTConfig | MLPDenoiserConfig | ARConfig | GANConfig
-"""A generator's network, a tagged union: dit or mlp (flow, ddpm, vpsde), ar, gan."""
+NetworkConfig = DiTConfig | MLPDenoiserConfig | ARConfig | GANConfig | PixelCNNConfig
+"""A generator's network, a tagged union: dit or mlp (flow, ddpm, vpsde), ar, gan, pixelcnn."""
 
 @dataclass
 class TextConfig:
@@ -93,21 +94,23 @@ class TextConfig:
 CONDITIONS = ("auto", "text", "class", "none")
 
 NETWORKS = {"flow": ("dit", "mlp"), "ddpm": ("dit", "mlp"), "vpsde": ("dit", "mlp"),
-            "ar": ("ar",), "gan": ("gan",)}
+            "ar": ("ar",), "gan": ("gan",), "pixelcnn": ("pixelcnn",)}
 """family -> the network kinds that can serve it."""
 
 
 @dataclass
 class GeneratorConfig:
-    family: Literal["flow", "ddpm", "vpsde", "ar", "gan"] = "flow"
-    """flow matching, DDPM, VP-SDE (continuous data), ar (token indices), or gan."""
+    family: Literal["flow", "ddpm", "vpsde", "ar", "gan", "pixelcnn"] = "flow"
+    """flow matching, DDPM, VP-SDE (continuous data), ar (token indices), gan, or pixelcnn
+    (token indices, or pixels quantised to network.levels when there is no tokenizer)."""
     network: NetworkConfig | None = None
-    """The network: dit ((C, h, w) latents) or mlp (vectors) for flow, ddpm and vpsde; ar; gan.
+    """The network: dit ((C, h, w) latents) or mlp (vectors) for flow, ddpm and vpsde; ar; gan;
+    pixelcnn.
     Not given: the family's, with its defaults (continuous families: mlp for vectors, dit for
     images, picked from the data)."""
     process: ProcessConfig | None = None
     """Settings of the continuous process (kind = family; its defaults when not given; left
-    out for ar and gan)."""
+    out for ar, gan and pixelcnn)."""
     condition: Literal["auto", "text", "class", "none"] = "auto"
     """What samples are drawn for: text (prompts; the data's captions in training), class (its
     labels) or none; auto: text when the data has captions, else class when it has labels, else
@@ -130,7 +133,8 @@ class GeneratorConfig:
         self.text = switched(self.text, self.condition in ("auto", "text"), TextConfig)
         kinds = NETWORKS[self.family]
         if self.network is None and len(kinds) == 1:
-            self.network = {"ar": ARConfig, "gan": GANConfig}[self.family]()
+            self.network = {"ar": ARConfig, "gan": GANConfig,
+                            "pixelcnn": PixelCNNConfig}[self.family]()
         if self.network is not None and self.network.kind not in kinds:
             raise ValueError(f"network.kind: '{self.network.kind}' cannot serve family "
                              f"'{self.family}' (it takes {' or '.join(kinds)})")
