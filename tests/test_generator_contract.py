@@ -216,8 +216,8 @@ def save_tokenizer(directory, discrete: bool) -> str:
 @names
 def test_samples_in_the_public_format(name, tmp_path):
     what = CASES[name].what
-    tokenizer = "" if what.shape == VECTOR or what.kind == "pixels" else save_tokenizer(tmp_path / "tok",
-                                                               what.kind == "indices")
+    tokenizer = "" if what.shape == VECTOR or what.kind == "pixels" else save_tokenizer(
+        tmp_path / "tok", what.kind == "indices")
     build(name, tokenizer=tokenizer).save(tmp_path / "gen")
     done = sample_to_file(tmp_path / "gen", N, tmp_path / "s.npz", seed=0)
     assert done["steps"] == 2  # the generator's own default

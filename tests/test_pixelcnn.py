@@ -196,3 +196,25 @@ def test_pixels_of_digits_train_cover_every_class_and_round_trip(tmp_path):
     bits = metrics["test"]["nll"] / math.log(2)
     assert rate["bits_per_dim_given_label"] == pytest.approx(bits, rel=1e-4)
     assert rate["bits_per_dim_given_label"] < rate["bits_per_dim"] < math.log2(17)
+
+
+def test_codec_codes_with_a_pixelcnn_prior_at_its_exact_likelihood():
+    """A PixelCNN prior in the codec: tokens round-trip, and the payload is -log2 P of them."""
+    from latentlab.codec import CodecModel, compress, decompress
+    from latentlab.generation.models import Modelled, build_models
+
+    from .test_codec import GRID as CODEC_GRID
+    from .test_codec import VOCAB, digits, tiny_parts
+
+    tokenizer, _ = tiny_parts()
+    torch.manual_seed(0)
+    prior = build_models(GeneratorConfig(family="pixelcnn", network=PixelCNNConfig(
+        channels=8, layers=2)), Modelled(CODEC_GRID, "indices", 0, VOCAB))["model"]
+    torch.nn.init.normal_(prior.head[-1].weight, std=0.5)  # peaked, varied distributions
+    model = CodecModel(tokenizer, prior, CODEC_GRID)
+    encoded = compress(model, digits(16), chunk=6)
+    assert torch.equal(decompress(model, encoded.data).tokens, encoded.tokens)
+    with torch.no_grad():
+        tokens = encoded.tokens.reshape(len(encoded.tokens), -1)
+        nll_bits = -float(model.prior.log_prob(tokens).double().sum()) / math.log(2)
+    assert abs(encoded.bits - nll_bits) <= 0.001 * nll_bits, (encoded.bits, nll_bits)
