@@ -218,3 +218,22 @@ def test_codec_codes_with_a_pixelcnn_prior_at_its_exact_likelihood():
         tokens = encoded.tokens.reshape(len(encoded.tokens), -1)
         nll_bits = -float(model.prior.log_prob(tokens).double().sum()) / math.log(2)
     assert abs(encoded.bits - nll_bits) <= 0.001 * nll_bits, (encoded.bits, nll_bits)
+
+
+def test_text_conditioned_pixels_of_colour_shapes_train_sample_and_score(tmp_path, capsys):
+    """`train-generator` of a pixelcnn on captioned RGB shapes (2 levels per channel: 8 joint
+    tokens), then `sample --prompt --cfg`: images on the levels, the prompt saved beside them,
+    and a rate given the captions."""
+    from .test_text_generator import PROMPT, SPEC, TINY_TEXT, samples, train
+
+    train(capsys, tmp_path / "gen", "--generator.family", "pixelcnn",
+          "--generator.network.kind", "pixelcnn", "--generator.network.channels", "8",
+          "--generator.network.layers", "2", "--generator.network.levels", "2", *TINY_TEXT)
+    gen = Generator.load(tmp_path / "gen")
+    assert (gen.what.kind, gen.what.vocab_size, gen.what.condition) == ("pixels", 8, "text")
+    f = samples(capsys, tmp_path / "gen", tmp_path / "s.npz", "--prompt", PROMPT, "--n", "3",
+                "--cfg", "2")
+    assert f["images"].shape == (3, 8, 8, 3) and f["prompts"].tolist() == [PROMPT] * 3
+    assert set(np.unique(f["images"]).tolist()) <= {0, 255}
+    rate = ar_rate(gen, SPEC)
+    assert rate["bits_per_dim_given_prompt"] > 0 and 0 < rate["bits_per_dim"] < 8 / 3
