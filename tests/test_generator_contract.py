@@ -25,12 +25,14 @@ from latentlab.generators.denoisers.dit import DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiserConfig
 from latentlab.generators.gan import GANConfig
 from latentlab.generators.guidance import guided
+from latentlab.generators.pixelcnn import PixelCNNConfig
 from latentlab.tokenizers.bottlenecks import IdentityConfig, VQConfig
 from latentlab.tokenizers.conv import ConvConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
 
 K, V = 3, 16  # classes, vocabulary of the token grids
 VECTOR, LATENT, GRID = (3,), (2, 4, 4), (4, 4)  # (D,), (C, h, w) of an 8x8 image, (h, w)
+PIXELS, LEVELS = (1, 8, 8), 4  # an 8x8 grey image at 4 levels (pixelcnn without tokenizer)
 N = 5  # samples per draw
 
 
@@ -47,6 +49,8 @@ CASES = {
     **{f"{f}-dit": Case(f, "dit", Modelled(LATENT, "latents", K)) for f in ("flow", "ddpm",
                                                                            "vpsde")},
     "ar": Case("ar", "ar", Modelled(GRID, "indices", K, V)),
+    "pixelcnn": Case("pixelcnn", "pixelcnn", Modelled(GRID, "indices", K, V)),
+    "pixelcnn-pixels": Case("pixelcnn", "pixelcnn", Modelled(PIXELS, "pixels", K, LEVELS)),
     "gan-vector": Case("gan", "gan", Modelled(VECTOR, "latents", K)),
     "gan-map": Case("gan", "gan", Modelled(LATENT, "latents", K)),
 }
@@ -62,7 +66,8 @@ def generator_config(case: Case) -> GeneratorConfig:
     network = {"mlp": MLPDenoiserConfig(width=16, depth=1, time_embed=8),
                "dit": DiTConfig(width=16, depth=1, heads=2, patch_size=2, mlp_ratio=2.0),
                "ar": ARConfig(width=16, depth=1, heads=2, mlp_ratio=2.0),
-               "gan": GANConfig(noise_dim=4, width=8)}[case.network]
+               "gan": GANConfig(noise_dim=4, width=8),
+               "pixelcnn": PixelCNNConfig(channels=8, layers=2, levels=LEVELS)}[case.network]
     return GeneratorConfig(family=case.family, network=network, steps=2)
 
 
@@ -91,8 +96,9 @@ def network_inputs(generator: Generator, dtype: torch.dtype, device: str) -> tup
     the autoregressive transformer, (noise, cond) for the GAN generator."""
     g = torch.Generator().manual_seed(5)
     cond = (torch.arange(N) % K).to(device)
-    if generator.family == "ar":
-        return torch.randint(0, V, (N, GRID[0] * GRID[1]), generator=g).to(device), cond
+    if generator.family in ("ar", "pixelcnn"):
+        shape = (N, generator.network.seq_len)
+        return torch.randint(0, generator.what.vocab_size, shape, generator=g).to(device), cond
     if generator.family == "gan":
         noise = torch.randn(N, generator.network.cfg.noise_dim, generator=g)
         return noise.to(device, dtype), cond
@@ -168,7 +174,7 @@ def test_dtype_follows_the_inputs(name, device, dtype):
 def test_guidance_at_scale_1_is_the_conditional_prediction(name):
     generator = build(name)
     net, null = generator.network, generator.network.null_class
-    if generator.family == "ar":
+    if generator.family in ("ar", "pixelcnn"):
         prefix = network_inputs(generator, torch.float32, "cpu")[0][:, :7]
         cond = torch.arange(N) % K
         logits = lambda c, scale=None: net.next_token_logits(prefix, c, guidance=scale)[0]  # noqa: E731
@@ -210,8 +216,8 @@ def save_tokenizer(directory, discrete: bool) -> str:
 @names
 def test_samples_in_the_public_format(name, tmp_path):
     what = CASES[name].what
-    tokenizer = "" if what.shape == VECTOR else save_tokenizer(tmp_path / "tok",
-                                                               what.kind == "indices")
+    tokenizer = "" if what.shape == VECTOR or what.kind == "pixels" else save_tokenizer(
+        tmp_path / "tok", what.kind == "indices")
     build(name, tokenizer=tokenizer).save(tmp_path / "gen")
     done = sample_to_file(tmp_path / "gen", N, tmp_path / "s.npz", seed=0)
     assert done["steps"] == 2  # the generator's own default

@@ -7,6 +7,7 @@ A codec run (made by `latentlab train-codec`) is a directory::
                             "grid": [h, w], "vocab": V, "data": SPEC}
     RUN/tokenizer-run/      a `train-tokenizer` run (discrete bottleneck: vq, lfq or fsq)
     RUN/prior-run/          a `train-generator` run of family `ar` on that tokenizer's tokens
+                            (or, given explicitly as --prior, of family `pixelcnn`)
 
 The paths in the manifest are relative to RUN, so a codec run can be moved or copied whole.
 The pair can also be given explicitly (`CodecModel.load(tokenizer=..., prior=...)`).
@@ -35,6 +36,7 @@ from latentlab import config as C
 from latentlab.errors import CheckpointError, UserError
 from latentlab.generation.generator import Generator
 from latentlab.generators.autoregressive import ARTransformer
+from latentlab.generators.pixelcnn import PixelCNN
 from latentlab.tokenizers.tokenizer import Tokenizer
 
 MANIFEST = "codec.json"
@@ -50,11 +52,13 @@ class CodecModel:
 
     Args:
         tokenizer: a discrete convolutional tokenizer (vq, lfq, fsq).
-        prior: an `ARTransformer` over its token indices.
+        prior: an `ARTransformer` or a `PixelCNN` over its token indices (both give exact
+            probabilities per position in raster order through `next_token_logits`).
         grid: (h, w), the token grid the prior models (h * w = prior.seq_len).
     """
 
-    def __init__(self, tokenizer: Tokenizer, prior: ARTransformer, grid: tuple[int, int]):
+    def __init__(self, tokenizer: Tokenizer, prior: ARTransformer | PixelCNN,
+                 grid: tuple[int, int]):
         if not tokenizer.discrete or tokenizer.cfg.arch.kind == "mlp":
             raise CheckpointError("tokenizer: the codec needs a discrete image tokenizer (conv "
                                   f"or diffusers arch, vq/lfq/fsq bottleneck), got "
@@ -134,8 +138,9 @@ def read_manifest(run: str | Path) -> dict:
     return manifest
 
 
-def load_prior(run: str | Path) -> tuple[ARTransformer, tuple[int, int]]:
-    """The autoregressive prior of a generator run and the (h, w) token grid it models.
+def load_prior(run: str | Path) -> tuple[ARTransformer | PixelCNN, tuple[int, int]]:
+    """The autoregressive prior (ar or pixelcnn) of a generator run and the (h, w) token grid
+    it models.
 
     Like `Generator.load`, and unlike `generation.sample.LoadedGenerator.load`, this does not
     load the tokenizer the run names: a codec run holds its own, and moving the run must not
@@ -143,8 +148,10 @@ def load_prior(run: str | Path) -> tuple[ARTransformer, tuple[int, int]]:
     """
     generator = Generator.load(run)
     what = generator.what
-    if generator.family != "ar" or what.kind != "indices" or len(what.shape) != 2:
-        raise CheckpointError(f"{run}: the prior must be an autoregressive generator (family ar) "
+    if generator.family not in ("ar", "pixelcnn") or what.kind != "indices" \
+            or len(what.shape) != 2:
+        raise CheckpointError(f"{run}: the prior must be an autoregressive generator (family ar "
+                              f"or pixelcnn) "
                               f"over 2-D token grids; this run is {generator.family} over "
                               f"{what.kind} of shape {tuple(what.shape)}")
     return generator.network.eval(), (int(what.shape[0]), int(what.shape[1]))

@@ -22,6 +22,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", metavar="RUN", help="instead of --model: a tokenizer run "
                    "(discrete bottleneck) ...")
     p.add_argument("--prior", metavar="RUN", help="... and an autoregressive generator run "
+                   "(family ar or pixelcnn) "
                    "trained on its tokens")
 
 

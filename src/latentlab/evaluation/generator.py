@@ -24,7 +24,9 @@ from latentlab.evaluation.prompts import adherence_figures, read_prompts
 from latentlab.evaluation.views import dataset_views
 from latentlab.generation.encode import cached_split
 from latentlab.generation.generator import Generator
+from latentlab.generation.models import pixel_levels
 from latentlab.generation.sample import sample_to_file
+from latentlab.generators.pixelcnn import pixels_to_tokens
 from latentlab.metrics.generation import generation_metrics
 
 SAMPLES = "samples.npz"
@@ -116,7 +118,8 @@ def score_samples(spec: str, samples: str | os.PathLike, cache_dir: str | os.Pat
 
 @torch.no_grad()
 def ar_rate(generator: Generator, spec: str, batch_size: int = 256) -> dict[str, float]:
-    """Rate of an autoregressive prior on the test split's tokens, from its exact likelihood.
+    """Rate of an autoregressive prior (ar, pixelcnn) on the test split's tokens, from its exact
+    likelihood; a pixelcnn over pixels scores the test images quantised as it was trained.
 
     bits_per_token = -sum log2 p(tokens) / (items * T), and bits_per_dim the same total over
     items * C * H * W, the pixels and channels of the images the tokens stand for. A
@@ -125,9 +128,12 @@ def ar_rate(generator: Generator, spec: str, batch_size: int = 256) -> dict[str,
     one by p(x | null prompt), and given the item's caption (`bits_per_dim_given_prompt`).
     """
     text = generator.what.condition == "text"
-    tokens = cached_split(generator.cfg.tokenizer, spec, "test", captions=text)
+    levels = pixel_levels(generator.cfg.generator, generator.what)
+    tokens = (load_dataset(spec, "test") if levels else
+              cached_split(generator.cfg.tokenizer, spec, "test", captions=text))
     batch = tokens.__getitems__(list(range(len(tokens))))
-    x = rearrange(batch.x, "n ... -> n (...)")  # (N, T)
+    x = pixels_to_tokens(batch.x, levels) if levels else batch.x
+    x = rearrange(x, "n ... -> n (...)")  # (N, T)
     model, k = generator.network, generator.what.num_classes
     device = next(model.parameters()).device
     x = x.to(device)
@@ -205,7 +211,7 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
     if prompts is not None:
         out |= adherence_figures(spec, read_samples(samples)[0], prompts, cache_dir)
     out |= heldout_figures(run)
-    if generator.family == "ar":
+    if generator.family in ("ar", "pixelcnn"):
         out |= ar_rate(generator, spec)
     if generator.family in ("flow", "vpsde"):
         from latentlab.evaluation.likelihood import latent_rate

@@ -12,9 +12,10 @@ from latentlab.generators.denoisers.dit import DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiserConfig
 from latentlab.generators.gan import GANConfig
 from latentlab.generators.maskgit import MaskGITConfig
+from latentlab.generators.pixelcnn import PixelCNNConfig
 from latentlab.training.config import TrainConfig
 
-FAMILIES = ("flow", "ddpm", "vpsde", "ar", "gan", "maskgit")
+FAMILIES = ("flow", "ddpm", "vpsde", "ar", "gan", "maskgit", "pixelcnn")
 
 
 @dataclass
@@ -56,8 +57,10 @@ class VPSDESettings:
 ProcessConfig = FlowSettings | DDPMSettings | VPSDESettings
 """The settings of a continuous process, a tagged union whose kind is the family."""
 
-NetworkConfig = DiTConfig | MLPDenoiserConfig | ARConfig | GANConfig | MaskGITConfig
-"""A generator's network, a tagged union: dit or mlp (flow, ddpm, vpsde), ar, gan, maskgit."""
+NetworkConfig = (DiTConfig | MLPDenoiserConfig | ARConfig | GANConfig | MaskGITConfig
+                 | PixelCNNConfig)
+"""A generator's network, a tagged union: dit or mlp (flow, ddpm, vpsde), ar, gan, maskgit,
+pixelcnn."""
 
 @dataclass
 class TextConfig:
@@ -94,21 +97,23 @@ class TextConfig:
 CONDITIONS = ("auto", "text", "class", "none")
 
 NETWORKS = {"flow": ("dit", "mlp"), "ddpm": ("dit", "mlp"), "vpsde": ("dit", "mlp"),
-            "ar": ("ar",), "gan": ("gan",), "maskgit": ("maskgit",)}
+            "ar": ("ar",), "gan": ("gan",), "maskgit": ("maskgit",), "pixelcnn": ("pixelcnn",)}
 """family -> the network kinds that can serve it."""
 
 
 @dataclass
 class GeneratorConfig:
-    family: Literal["flow", "ddpm", "vpsde", "ar", "gan", "maskgit"] = "flow"
-    """flow matching, DDPM, VP-SDE (continuous data), ar or maskgit (token indices), or gan."""
+    family: Literal["flow", "ddpm", "vpsde", "ar", "gan", "maskgit", "pixelcnn"] = "flow"
+    """flow matching, DDPM, VP-SDE (continuous data), ar or maskgit (token indices), gan, or
+    pixelcnn (token indices, or pixels quantised to network.levels when there is no
+    tokenizer)."""
     network: NetworkConfig | None = None
     """The network: dit ((C, h, w) latents) or mlp (vectors) for flow, ddpm and vpsde; ar; gan;
-    maskgit. Not given: the family's, with its defaults (continuous families: mlp for vectors,
-    dit for images, picked from the data)."""
+    maskgit; pixelcnn. Not given: the family's, with its defaults (continuous families: mlp for
+    vectors, dit for images, picked from the data)."""
     process: ProcessConfig | None = None
     """Settings of the continuous process (kind = family; its defaults when not given; left
-    out for ar and gan)."""
+    out for ar, gan and pixelcnn)."""
     condition: Literal["auto", "text", "class", "none"] = "auto"
     """What samples are drawn for: text (prompts; the data's captions in training), class (its
     labels) or none; auto: text when the data has captions, else class when it has labels, else
@@ -131,8 +136,8 @@ class GeneratorConfig:
         self.text = switched(self.text, self.condition in ("auto", "text"), TextConfig)
         kinds = NETWORKS[self.family]
         if self.network is None and len(kinds) == 1:
-            self.network = {"ar": ARConfig, "gan": GANConfig,
-                            "maskgit": MaskGITConfig}[self.family]()
+            self.network = {"ar": ARConfig, "gan": GANConfig, "maskgit": MaskGITConfig,
+                            "pixelcnn": PixelCNNConfig}[self.family]()
         if self.network is not None and self.network.kind not in kinds:
             raise ValueError(f"network.kind: '{self.network.kind}' cannot serve family "
                              f"'{self.family}' (it takes {' or '.join(kinds)})")

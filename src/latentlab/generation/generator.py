@@ -34,7 +34,8 @@ from latentlab import config as C
 from latentlab.data.text import TextTokenizer
 from latentlab.errors import CheckpointError, ConfigError, UserError
 from latentlab.generation.config import GeneratorRunConfig
-from latentlab.generation.models import Modelled, build_models, build_process
+from latentlab.generation.models import Modelled, build_models, build_process, pixel_levels
+from latentlab.generators.pixelcnn import tokens_to_pixels
 from latentlab.io import atomic_path, write_json, write_text
 from latentlab.nn.text import PretrainedTextEncoder
 from latentlab.tokenizers.tokenizer import load_weights
@@ -120,8 +121,12 @@ class Generator(nn.Module):
         """
         param = next(self.network.parameters())
         cond = labels.to(param.device) if labels is not None else None
-        if self.family == "ar":
+        if self.family in ("ar", "pixelcnn"):
             tokens = self.network.sample(n, cond, guidance=guidance, generator=generator)
+            if self.what.kind == "pixels":  # pixelcnn: one joint token per pixel, to images
+                c, h, w = self.what.shape
+                levels = pixel_levels(self.cfg.generator, self.what)
+                return tokens_to_pixels(tokens.reshape(n, h, w), levels, c).to(param.dtype)
             return tokens.reshape(n, *self.what.shape)
         if self.family == "maskgit":
             steps = steps if steps is not None else self.cfg.generator.steps

@@ -18,6 +18,7 @@ from latentlab.generators.denoisers.dit import DiT, DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiser, MLPDenoiserConfig
 from latentlab.generators.gan import GANDiscriminator, GANGenerator
 from latentlab.generators.maskgit import MaskGITTransformer
+from latentlab.generators.pixelcnn import MAX_PIXEL_VOCAB, PixelCNN
 from latentlab.nn.text import PretrainedTextEncoder, TextEncoder
 
 
@@ -28,9 +29,10 @@ class Modelled:
 
     Attributes:
         shape: one item, (C, h, w) or (D,) for continuous data, (h, w) or () for indices.
-        kind: "latents" (continuous) or "indices" (discrete tokens).
+        kind: "latents" (continuous), "indices" (discrete tokens) or "pixels" (images (C, H, W)
+            a pixelcnn run quantises to one token per pixel).
         num_classes: classes of a class-conditional generator, else 0.
-        vocab_size: codebook size for indices, else 0.
+        vocab_size: codebook size for indices, levels ** C for pixels, else 0.
         condition: "text", "class" or "none" ("" reads as class or none by num_classes: runs
             from before text conditioning).
     """
@@ -100,9 +102,9 @@ def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | 
     text) needs the tokenizer of its prompts; each network gets its own text encoder
     (`text_encoder`; `pretrained`: the saved configuration of a pretrained one)."""
     discrete = cfg.family in ("ar", "maskgit")
-    if discrete != (what.kind == "indices"):
+    if cfg.family != "pixelcnn" and discrete != (what.kind == "indices"):
         need = "token indices (a discrete tokenizer: vq, lfq, fsq)" if discrete \
-            else "continuous data (use generator.family ar or maskgit for token indices)"
+            else "continuous data (use generator.family ar, maskgit or pixelcnn for token indices)"
         raise ConfigError(f"generator.family: '{cfg.family}' models {need}; this data is "
                           f"{what.kind}")
     net, classes = resolve_network(cfg, what).network, what.num_classes
@@ -114,6 +116,8 @@ def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | 
             return {}
         return {"text": text_encoder(cfg.text, prompts, pretrained)}
 
+    if net.kind == "pixelcnn":
+        return {"model": pixelcnn(cfg, what, text())}
     if net.kind == "ar":
         return {"model": ARTransformer(net, what.vocab_size, max(1, math.prod(what.shape)),
                                        classes, **text())}
@@ -137,3 +141,30 @@ def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | 
         return {"model": DiT(net, c, h, classes, **text())}
     except ValueError as e:
         raise ConfigError(f"generator.network.{e}") from None
+
+
+def pixelcnn(cfg: GeneratorConfig, what: Modelled, text: dict) -> PixelCNN:
+    """The PixelCNN of a run over a token grid (h, w) (a vector tokenizer's one token: a 1x1
+    grid) or over pixels (C, H, W), one joint token per pixel; `text`: {"text": encoder} or
+    {}."""
+    if what.kind == "latents":
+        raise ConfigError("generator.family: 'pixelcnn' models token indices (a discrete "
+                          "tokenizer: vq, lfq, fsq) or pixels (no tokenizer); this data is "
+                          "continuous latents")
+    if what.kind == "pixels" and len(what.shape) != 3:
+        raise ConfigError(f"generator.family: 'pixelcnn' models pixels of images (C, H, W); "
+                          f"this data is {what.shape}")
+    if what.kind == "pixels" and what.vocab_size > MAX_PIXEL_VOCAB:
+        raise ConfigError(f"generator.network.levels: {cfg.network.levels} levels for "
+                          f"{what.shape[0]} channels make {what.vocab_size} tokens per pixel, "
+                          f"more than {MAX_PIXEL_VOCAB}")
+    if what.kind == "indices" and len(what.shape) not in (0, 2):
+        raise ConfigError(f"generator.family: 'pixelcnn' models 2-D token grids; these tokens "
+                          f"are {what.shape}")
+    grid = what.shape[1:] if what.kind == "pixels" else tuple(what.shape) or (1, 1)
+    return PixelCNN(cfg.network, what.vocab_size, grid, what.num_classes, **text)
+
+
+def pixel_levels(cfg: GeneratorConfig, what: Modelled) -> int:
+    """Levels per channel of a pixelcnn run over pixels (`what.kind` pixels), else 0."""
+    return cfg.network.levels if what.kind == "pixels" else 0

@@ -21,6 +21,7 @@ from torch import nn
 from latentlab.data.base import Batch, LatentlabDataset, eval_batches
 from latentlab.generators.guidance import drop_labels
 from latentlab.generators.maskgit import masked_loss
+from latentlab.generators.pixelcnn import pixels_to_tokens, tokens_to_pixels
 from latentlab.generators.process import Process
 from latentlab.nn.gan_losses import discriminator_loss, generator_loss
 from latentlab.training.objective import Objective, PhaseOutput
@@ -101,7 +102,7 @@ class ARObjective(GeneratorObjective):
     """Next-token cross-entropy of the autoregressive transformer over raster-order indices."""
 
     def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
-        tokens = batch.x.reshape(len(batch.x), -1)  # (B, N)
+        tokens = self.tokens(batch.x)  # (B, N)
         logits = self.model(tokens, self.train_cond(batch.y))  # (B, N, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
         return PhaseOutput(loss, {"loss/nll": loss.detach()})
@@ -112,10 +113,14 @@ class ARObjective(GeneratorObjective):
         device = next(self.model.parameters()).device
         total, count = 0.0, 0
         for batch in eval_batches(data, device):
-            tokens = batch.x.reshape(len(batch.x), -1)
+            tokens = self.tokens(batch.x)
             total -= float(self.model.log_prob(tokens, self.eval_cond(batch.y)).sum())
             count += tokens.numel()
         return {"nll": total / count, "bits_per_token": total / count / math.log(2)}
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch's items -> (B, N) raster-order tokens."""
+        return x.reshape(len(x), -1)
 
     def generate(self, n, cond, shape, generator):
         return self.model.sample(n, cond, generator=generator).reshape(n, *shape)
@@ -152,6 +157,28 @@ class MaskGITObjective(GeneratorObjective):
     def generate(self, n, cond, shape, generator):
         tokens = self.model.sample(n, cond, steps=self.preview_steps, generator=generator)
         return tokens.reshape(n, *shape)
+
+
+class PixelCNNObjective(ARObjective):
+    """The autoregressive cross-entropy of a PixelCNN (the same interface as the transformer's).
+    Over pixels (`levels` > 0) the images are quantised to one joint token per pixel, and
+    generated tokens turned back into images."""
+
+    def __init__(self, model: nn.Module, null: int | torch.Tensor | None, label_dropout: float,
+                 render: Render | None = None, levels: int = 0):
+        super().__init__(model, null, label_dropout, render)
+        self.levels = levels
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        if self.levels:
+            x = pixels_to_tokens(x, self.levels)  # (B, C, H, W) -> (B, H, W)
+        return x.reshape(len(x), -1)
+
+    def generate(self, n, cond, shape, generator):
+        if not self.levels:
+            return super().generate(n, cond, shape, generator)
+        tokens = self.model.sample(n, cond, generator=generator).reshape(n, *shape[1:])
+        return tokens_to_pixels(tokens, self.levels, shape[0])  # (n, C, H, W)
 
 
 class GANObjective(GeneratorObjective):

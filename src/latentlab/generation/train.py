@@ -27,6 +27,7 @@ from latentlab.generation.models import (
     build_models,
     build_process,
     null_condition,
+    pixel_levels,
     resolve_network,
 )
 from latentlab.generation.objectives import (
@@ -34,6 +35,7 @@ from latentlab.generation.objectives import (
     GANObjective,
     GeneratorObjective,
     MaskGITObjective,
+    PixelCNNObjective,
     ProcessObjective,
 )
 from latentlab.generation.prompts import Prompted, prompt_tokenizer, resolve_condition
@@ -78,6 +80,8 @@ def generator_data(cfg: GeneratorRunConfig) -> GeneratorData:
         train_data = load_dataset(cfg.data.spec, "train", skip_corrupt=cfg.data.skip_corrupt)
         test_data = load_dataset(cfg.data.spec, "test", skip_corrupt=cfg.data.skip_corrupt)
         kind, vocab = "latents", 0
+        if cfg.generator.family == "pixelcnn":  # pixels, quantised to one token per pixel
+            kind, vocab = "pixels", cfg.generator.network.levels ** train_data.shape[0]
     g = resolve_condition(cfg.generator, train_data)
     prompts = None
     if g.condition == "text":
@@ -113,6 +117,9 @@ def make_objective(cfg: GeneratorRunConfig, what: Modelled, tokenizer: Tokenizer
         return ARObjective(models["model"], null, g.label_dropout, render)
     if g.family == "maskgit":
         return MaskGITObjective(models["model"], null, g.label_dropout, render, g.steps)
+    if g.family == "pixelcnn":
+        return PixelCNNObjective(models["model"], null, g.label_dropout, render,
+                                 pixel_levels(g, what))
     if g.family == "gan":
         return GANObjective(models["model"], models["discriminator"], null, g.network.loss,
                             render)
