@@ -37,8 +37,6 @@ from .test_generation import MIXTURE, coverage, mixture_run, tiny_tokenizer_run
 
 V, N, K = 8, 9, 3  # vocabulary, tokens (a 3x3 grid), classes
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def tiny(num_classes: int = K, seed: int = 0, text: TextEncoder | None = None,
          **kw) -> MaskGITTransformer:

@@ -27,7 +27,6 @@ from latentlab.generators.pixelcnn import (
 from latentlab.nn.text import TextEncoder
 from latentlab.training.config import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 V, GRID = 5, (4, 5)
 
