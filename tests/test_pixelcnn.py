@@ -27,7 +27,6 @@ from latentlab.generators.pixelcnn import (
 from latentlab.nn.text import TextEncoder
 from latentlab.training.config import TrainConfig
 
-
 V, GRID = 5, (4, 5)
 
 
