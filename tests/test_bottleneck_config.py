@@ -30,8 +30,10 @@ def test_build_gives_the_registered_class(kind):
     bottleneck = build_bottleneck(cfg, 3)
     assert type(bottleneck) is BOTTLENECKS[kind]
     assert bottleneck.channels == 3
-    assert bottleneck.in_channels == (6 if kind == "kl" else 3)
-    assert bottleneck.discrete == (kind in ("vq", "lfq", "fsq"))
+    # kl reads a mean and a log-variance per channel, gumbel one logit per code
+    assert bottleneck.in_channels == {"kl": 6, "gumbel": getattr(cfg, "codebook_size", 0)}.get(
+        kind, 3)
+    assert bottleneck.discrete == (kind in ("vq", "lfq", "fsq", "gumbel"))
     assert bottleneck.cfg is cfg
 
 
@@ -60,10 +62,12 @@ def test_yaml_picks_the_member_by_kind_and_names_the_field():
     with pytest.raises(ConfigError, match="update must be 'ema' | 'loss'"):
         parse({"kind": "vq", "update": "adam"})
     with pytest.raises(ConfigError, match=r"bottleneck.kind must be 'identity' \| 'kl' \| 'vq' "
-                                          r"\| 'lfq' \| 'fsq', got 'vqq' \(did you mean vq\?\)"):
+                                          r"\| 'lfq' \| 'fsq' \| 'gumbel', got 'vqq' "
+                                          r"\(did you mean vq\?\)"):
         parse({"kind": "vqq"})
     # another kind's setting: named, with the kind it belongs to
-    with pytest.raises(ConfigError, match=r"bottleneck.codebook_size: a setting of kind vq, not "
+    with pytest.raises(ConfigError, match=r"bottleneck.codebook_size: a setting of kind vq or "
+                                          r"gumbel, not "
                                           r"of kind 'kl' \(set bottleneck.kind\)"):
         parse({"kind": "kl", "codebook_size": 8})
 

@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from latentlab.tokenizers.bottlenecks import (
     FSQConfig,
+    GumbelConfig,
     IdentityConfig,
     KLConfig,
     LFQConfig,
@@ -25,8 +26,10 @@ CONFIGS = {
     "vq-cosine": VQConfig(codebook_size=16, cosine=True),
     "lfq": LFQConfig(),
     "fsq": FSQConfig(levels=(4, 3, 5, 2)),
+    "gumbel": GumbelConfig(codebook_size=16),
+    "gumbel-hard": GumbelConfig(codebook_size=16, hard=True),
 }
-DISCRETE = [name for name in CONFIGS if CONFIGS[name].kind in ("vq", "lfq", "fsq")]
+DISCRETE = [name for name in CONFIGS if CONFIGS[name].kind in ("vq", "lfq", "fsq", "gumbel")]
 SPATIAL = {"image": (4, 4), "vector": ()}
 B = 32  # more tokens than codes, so k-means makes distinct codes
 

@@ -36,7 +36,7 @@ from latentlab.training.rundir import Mode, RunDir, stage_mode
 from latentlab.training.skeleton import run_skeleton
 
 log = logging.getLogger("latentlab")
-DISCRETE = ("vq", "lfq", "fsq")
+DISCRETE = ("vq", "lfq", "fsq", "gumbel")
 CODEC_PRESETS = sorted(name for name in TOKENIZER_PRESETS
                        if name.rsplit("-", 1)[1] in DISCRETE and not name.startswith("mixture"))
 """Tokenizer presets a codec can start from: discrete bottlenecks on image datasets."""

@@ -50,6 +50,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts)
     if prompts is not None and labels is not None:
         raise UserError("--labels and --prompt: a generator takes one kind of condition")
+    if (args.generator is None) == (args.tokenizer is None) or bool(args.tokenizer) != args.prior:
+        raise UserError("give --generator RUN, or --tokenizer RUN --prior (a VAE's own sampler)")
+    if args.prior:
+        from latentlab.generation.sample import prior_samples_to_file
+
+        if labels or prompts or args.steps or args.cfg is not None or args.sampler or args.tol:
+            raise UserError("--prior: a VAE's prior takes no labels, prompts, steps, --cfg, "
+                            "--sampler or --tol")
+        done = prior_samples_to_file(args.tokenizer, args.n, args.out, args.data or "",
+                                     args.seed, args.grid, args.format)
+        print(f"wrote {done['out']} ({done['n']} samples)")
+        return 0
+    if args.data:
+        raise UserError("--data: only with --prior (a generator samples for its own data)")
     done = sample_to_file(args.generator, args.n, args.out, labels=labels, steps=args.steps,
                           guidance=args.cfg, seed=args.seed, grid=args.grid,
                           sampler=args.sampler, layout=args.format, prompts=prompts,
@@ -75,7 +89,8 @@ def read_prompts(path: str) -> list[str]:
 EXAMPLES = """examples:
   latentlab sample --generator gen --n 16 --prompt "a red circle at the top left" --grid g.png
   latentlab sample --generator gen --n 64 --prompts prompts.txt --cfg 3 --out s.npz
-  latentlab sample --generator gen --labels 3,7 --n 20 --out s.npz"""
+  latentlab sample --generator gen --labels 3,7 --n 20 --out s.npz
+  latentlab sample --tokenizer runs/kl --prior --n 1000 --out prior.npz"""
 
 
 def register(sub) -> None:
@@ -97,7 +112,13 @@ def register(sub) -> None:
                                    "int64 (N,) (-1 for unconditional or text), and for a "
                                    "text-conditioned generator prompts (N,) unicode.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--generator", required=True, help="run directory of a trained generator")
+    p.add_argument("--generator", help="run directory of a trained generator")
+    p.add_argument("--tokenizer", help="with --prior: a VAE (kl) tokenizer run to sample")
+    p.add_argument("--prior", action="store_true",
+                   help="decode N(0, I) draws of the --tokenizer's latent (the VAE's own "
+                        "sampler, the baseline a latent generator improves on)")
+    p.add_argument("--data", help="with --prior: the dataset whose image size sets the latent "
+                                  "shape (default: the run's)")
     p.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
     p.add_argument("--labels", help="comma-separated class labels, repeated to fill --n "
                                     "(default: 0, 1, ..., K-1, 0, ...)")

@@ -112,9 +112,18 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
         items = generator.sample(m, cond, steps=steps, guidance=guidance, generator=g,
                                  sampler=sampler, tol=tol)
         parts.append(loaded.decode(items).cpu())
-    samples = torch.cat(parts)
-    saved_labels = (chosen if chosen is not None and chosen.ndim == 1
-                    else torch.full((n,), -1)).numpy()
+    labels = chosen if chosen is not None and chosen.ndim == 1 else None
+    write_samples(out, torch.cat(parts), labels, layout, prompts, grid)
+    return {"n": n, "out": str(out), "steps": steps, "guidance": guidance}
+
+
+def write_samples(out: str | Path, samples: torch.Tensor, labels: torch.Tensor | None,
+                  layout: str = "latentlab", prompts: list[str] | None = None,
+                  grid: str | Path | None = None) -> None:
+    """Write samples (N, C, H, W) in [-1, 1] or vectors (N, D) to `out` in the public format
+    (atomically), with their labels (N,) (None: -1) and prompts, and a grid of the first 100."""
+    n = len(samples)
+    saved_labels = (labels if labels is not None else torch.full((n,), -1)).numpy()
     arrays = ({"images": pixels.to_hwc_uint8(samples)} if samples.ndim == 4
               else {"vectors": samples.numpy().astype(np.float32)})
     if layout == "adm":
@@ -122,7 +131,7 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
             raise UserError("--format adm: the ADM layout holds images; this generator makes "
                             "vectors")
         arrays["arr_0"] = arrays["images"]
-        if chosen is not None and chosen.ndim == 1:
+        if labels is not None:
             arrays["arr_1"] = saved_labels.astype(np.int64)
     if prompts is not None:
         arrays["prompts"] = np.array(prompts, dtype=np.str_)
@@ -130,4 +139,42 @@ def sample_to_file(run: str | Path, n: int, out: str | Path, labels: list[int] |
         np.savez(f, labels=saved_labels.astype(np.int64), **arrays)
     if grid and samples.ndim == 4:
         pixels.save_grid(samples[:100], grid, nrow=10, scale=4)
-    return {"n": n, "out": str(out), "steps": steps, "guidance": guidance}
+
+
+@torch.no_grad()
+def prior_samples_to_file(tokenizer_run: str | Path, n: int, out: str | Path, spec: str = "",
+                          seed: int = 0, grid: str | Path | None = None,
+                          layout: str = "latentlab") -> dict:
+    """The textbook VAE sampler: decode z ~ N(0, I), the KL bottleneck's prior, drawn in the
+    latent shape of the images of `spec` (default: the data the run trained on), and write them
+    as `sample_to_file` does (labels -1). The latent statistics play no part: they describe
+    the encoder's posteriors over the data, not the prior the KL term pulls them towards."""
+    if n < 1:
+        raise UserError(f"--n must be >= 1, got {n}")
+    tokenizer = Tokenizer.load(tokenizer_run)
+    if tokenizer.cfg.bottleneck.kind != "kl":
+        raise UserError(f"--prior: the bottleneck of {tokenizer_run} is "
+                        f"{tokenizer.cfg.bottleneck.kind}; only a VAE (kl) has a prior to sample")
+    spec = spec or run_data(tokenizer_run)
+    from latentlab.data import load_dataset
+
+    try:
+        shape = tokenizer.latent_shape(load_dataset(spec, "test").shape)
+    except ValueError as e:
+        raise UserError(f"--data {spec}: {e}") from None
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, *shape, generator=g)
+    write_samples(out, tokenizer.decode(z, batch_size=256).float(), None, layout, None, grid)
+    return {"n": n, "out": str(out)}
+
+
+def run_data(tokenizer_run: str | Path) -> str:
+    """The dataset spec a train-tokenizer run recorded in its config.yaml; UserError if none."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((Path(tokenizer_run) / "config.yaml").read_text())["data"]["spec"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        raise UserError(f"{tokenizer_run}: no data spec in its config.yaml; name the data "
+                        "with --data") from None
+    return str(spec)

@@ -108,6 +108,7 @@ class TokenizerObjective(Objective):
     def forward(self, phase: str, batch: Batch, step: int, handed: dict) -> PhaseOutput:
         if phase == "autoencoder":
             self.last_step.fill_(step)
+            self.tokenizer.bottleneck.set_step(step)
             return self.autoencoder_loss(batch.x, step, batch.y if self.prompted else None)
         if phase == "discriminator":
             return self.discriminator_step_loss(batch.x, step)

@@ -2,7 +2,8 @@
 
 Each preset is a full `train-tokenizer` configuration. `configs/<name>.yaml` holds the same
 configuration as YAML, only the settings that act (a test keeps the two equal). Names:
-DATASET-BOTTLENECK, with `ae` for the plain autoencoder (identity bottleneck).
+DATASET-BOTTLENECK, with `ae` for the plain autoencoder (identity bottleneck) and `dvae` for
+DALL-E's discrete VAE (gumbel bottleneck).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ BOTTLENECKS: dict[str, dict[str, dict]] = {
         "vq": {"latent_channels": 4, "bottleneck": {"kind": "vq", "codebook_size": 128}},
         "fsq": {"latent_channels": 3, "bottleneck": {"kind": "fsq", "levels": [5, 5, 5]}},
         "lfq": {"latent_channels": 7, "bottleneck": {"kind": "lfq"}},
+        "dvae": {"latent_channels": 4, "bottleneck": {"kind": "gumbel", "codebook_size": 128,
+                                                      "anneal_steps": 1000}},
     },
     "shapes32": {
         "ae": {"latent_channels": 4},
@@ -57,6 +60,8 @@ BOTTLENECKS: dict[str, dict[str, dict]] = {
         "fsq": {"latent_channels": 4,
                 "bottleneck": {"kind": "fsq", "levels": [8, 5, 5, 5]}},
         "lfq": {"latent_channels": 10, "bottleneck": {"kind": "lfq"}},
+        "dvae": {"latent_channels": 8, "bottleneck": {"kind": "gumbel", "codebook_size": 1024,
+                                                      "anneal_steps": 1000}},
     },
     "mixture": {
         "ae": {"latent_channels": 2},
@@ -64,6 +69,8 @@ BOTTLENECKS: dict[str, dict[str, dict]] = {
         "vq": {"latent_channels": 2, "bottleneck": {"kind": "vq", "codebook_size": 64}},
         "fsq": {"latent_channels": 2, "bottleneck": {"kind": "fsq", "levels": [8, 8]}},
         "lfq": {"latent_channels": 6, "bottleneck": {"kind": "lfq"}},
+        "dvae": {"latent_channels": 2, "bottleneck": {"kind": "gumbel", "codebook_size": 64,
+                                                      "anneal_steps": 1000}},
     },
 }
 BOTTLENECKS["faces32"] = BOTTLENECKS["shapes32"]

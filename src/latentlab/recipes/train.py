@@ -148,7 +148,7 @@ def big_generator(cfg: TokenizerRunConfig, latent: tuple[int, ...], num_classes:
     from latentlab.generation.models import Modelled, build_models
 
     run = C.load(GeneratorRunConfig, coupled.big_generator)
-    discrete = cfg.model.bottleneck.kind in ("vq", "lfq", "fsq")
+    discrete = cfg.model.bottleneck.kind in ("vq", "lfq", "fsq", "gumbel")
     vocab = build_bottleneck(cfg.model.bottleneck, cfg.model.latent_channels).codebook_size or 0
     condition = "text" if prompts is not None else "class" if num_classes else "none"
     what = Modelled(latent[1:] if discrete else latent, "indices" if discrete else "latents",

@@ -54,7 +54,8 @@ class TokenizerConfig:
     latent_channels: int = 4
     """Channels of the latent the decoder receives (FSQ: one per level)."""
     bottleneck: BottleneckConfig = field(default_factory=IdentityConfig)
-    """What sits between encoder and decoder: identity (plain AE), kl (VAE), vq, lfq or fsq."""
+    """What sits between encoder and decoder: identity (plain AE), kl (VAE), vq, lfq, fsq or
+    gumbel (DALL-E's dVAE)."""
 
     def __post_init__(self):
         if self.latent_channels < 1:

@@ -5,6 +5,7 @@
     vq        nearest codebook entry (EMA or loss, k-means, restarts)  vq.py
     lfq       per-channel sign, implicit codebook of 2^C               lfq.py
     fsq       bounded per-channel rounding, codebook prod(levels)      fsq.py
+    gumbel    relaxed categorical over a codebook, KL to uniform       gumbel.py
 
 `BottleneckConfig` is one of their configs, picked by its `kind`; `build_bottleneck` makes that
 bottleneck for a given latent channel count.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from latentlab.tokenizers.bottlenecks.base import Bottleneck, BottleneckOutput
 from latentlab.tokenizers.bottlenecks.fsq import FiniteScalarQuantizer, FSQConfig
+from latentlab.tokenizers.bottlenecks.gumbel import GumbelConfig, GumbelQuantizer
 from latentlab.tokenizers.bottlenecks.identity import IdentityBottleneck, IdentityConfig
 from latentlab.tokenizers.bottlenecks.kl import KLBottleneck, KLConfig
 from latentlab.tokenizers.bottlenecks.lfq import LFQConfig, LookupFreeQuantizer
@@ -25,10 +27,11 @@ BOTTLENECKS: dict[str, type[Bottleneck]] = {
     "vq": VectorQuantizer,
     "lfq": LookupFreeQuantizer,
     "fsq": FiniteScalarQuantizer,
+    "gumbel": GumbelQuantizer,
 }
 """kind -> class; each class takes (channels, its config)."""
 
-BottleneckConfig = IdentityConfig | KLConfig | VQConfig | LFQConfig | FSQConfig
+BottleneckConfig = IdentityConfig | KLConfig | VQConfig | LFQConfig | FSQConfig | GumbelConfig
 """A bottleneck's settings, a tagged union keyed by `kind`."""
 
 
@@ -39,6 +42,7 @@ def build_bottleneck(cfg: BottleneckConfig, channels: int) -> Bottleneck:
 
 __all__ = [
     "BOTTLENECKS", "Bottleneck", "BottleneckConfig", "BottleneckOutput", "FSQConfig",
-    "FiniteScalarQuantizer", "IdentityBottleneck", "IdentityConfig", "KLBottleneck", "KLConfig",
+    "FiniteScalarQuantizer", "GumbelConfig", "GumbelQuantizer", "IdentityBottleneck",
+    "IdentityConfig", "KLBottleneck", "KLConfig",
     "LFQConfig", "LookupFreeQuantizer", "VQConfig", "VectorQuantizer", "build_bottleneck",
 ]

@@ -53,6 +53,10 @@ class Bottleneck(nn.Module):
     def forward(self, z: torch.Tensor) -> BottleneckOutput:
         raise NotImplementedError
 
+    def set_step(self, step: int) -> None:
+        """Told the training step before each training step's forward (a bottleneck annealed
+        over training keeps it); nothing by default."""
+
     def check_input(self, z: torch.Tensor) -> None:
         """Assert that z is (B, in_channels, *S), where the encoder's output enters."""
         assert z.ndim >= 2 and z.shape[1] == self.in_channels, (
