@@ -95,7 +95,72 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), kv
 
 
-class ARTransformer(nn.Module):
+class TokenTransformer(nn.Module):
+    """What the transformers over token indices share (the autoregressive prior and MaskGIT):
+    conditioning by a class table or a text encoder (`text`, `num_classes`), the null condition
+    of guidance, and GPT-2's initialisation."""
+
+    text: nn.Module | None
+    num_classes: int
+
+    @property
+    def null_class(self) -> int | torch.Tensor | None:
+        """The null condition of classifier-free guidance: the label index of "no class" (an
+        int), the null prompt's (L,) ids for a text-conditioned model, or None if unconditional
+        (the class table's one entry then stands for "no condition", used whenever cond is None)."""
+        if self.text is not None:
+            return self.text.null_ids
+        return self.num_classes if self.num_classes else None
+
+    @property
+    def prompt_len(self) -> int:
+        """L, the stream positions of the prompt before the image part (0 without text)."""
+        return 0 if self.text is None else self.text.max_len
+
+    @property
+    def num_parameters(self) -> int:
+        """Trainable parameters, embeddings included."""
+        return num_parameters(self)
+
+    def initialize_weights(self) -> None:
+        """Every initialisation decision of the model (GPT-2 / nanoGPT's choices); the text
+        encoder keeps its own. Needs `blocks` (with attn.proj, mlp.fc2), `pos_embed` and
+        `cfg.depth`."""
+        own = set(self.text.modules()) if self.text is not None else set()
+        for module in self.modules():
+            if module in own:
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        # residual projections scaled by 1/sqrt(2 depth) so the residual stream's variance does
+        # not grow with depth (GPT-2 paper, section 2.3)
+        for block in self.blocks:
+            for proj in (block.attn.proj, block.mlp.fc2):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * self.cfg.depth))
+
+    def _check_cond(self, cond: torch.Tensor | None, batch: int,
+                    device: torch.device) -> torch.Tensor:
+        """Labels (B,) int64, or prompt ids (B, L) for a text model, with None replaced by the
+        null class (the null prompt)."""
+        if self.text is not None:
+            if cond is None:
+                return self.text.null(batch).to(device)
+            assert cond.shape == (batch, self.prompt_len), (
+                f"cond must be ({batch}, {self.prompt_len}) prompt ids, got {tuple(cond.shape)}")
+            return cond
+        if cond is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        if self.num_classes == 0:
+            raise ValueError("cond: the model is unconditional (num_classes=0), pass None")
+        assert cond.shape == (batch,), f"cond must be ({batch},), got {tuple(cond.shape)}"
+        return cond
+
+
+class ARTransformer(TokenTransformer):
     """Decoder-only transformer prior: (indices (B, N), cond) -> logits (B, N, V), cond being (B,)
     labels, (B, L) prompt ids or None.
 
@@ -137,61 +202,6 @@ class ARTransformer(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, vocab_size)
         self.initialize_weights()
-
-    @property
-    def null_class(self) -> int | torch.Tensor | None:
-        """The null condition of classifier-free guidance: the label index of "no class" (an
-        int), the null prompt's (L,) ids for a text-conditioned model, or None if unconditional
-        (the start token is then the class table's one entry, used whenever cond is None)."""
-        if self.text is not None:
-            return self.text.null_ids
-        return self.num_classes if self.num_classes else None
-
-    @property
-    def prompt_len(self) -> int:
-        """L, the stream positions of the prompt before the image part (0 without text)."""
-        return 0 if self.text is None else self.text.max_len
-
-    @property
-    def num_parameters(self) -> int:
-        """Trainable parameters, embeddings included."""
-        return num_parameters(self)
-
-    def initialize_weights(self) -> None:
-        """Every initialisation decision of the model (GPT-2 / nanoGPT's choices); the text
-        encoder keeps its own."""
-        own = set(self.text.modules()) if self.text is not None else set()
-        for module in self.modules():
-            if module in own:
-                continue
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
-        nn.init.normal_(self.pos_embed, std=0.02)
-        # residual projections scaled by 1/sqrt(2 depth) so the residual stream's variance does
-        # not grow with depth (GPT-2 paper, section 2.3)
-        for block in self.blocks:
-            for proj in (block.attn.proj, block.mlp.fc2):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * self.cfg.depth))
-
-    def _check_cond(self, cond: torch.Tensor | None, batch: int,
-                    device: torch.device) -> torch.Tensor:
-        """Labels (B,) int64, or prompt ids (B, L) for a text model, with None replaced by the
-        null class (the null prompt)."""
-        if self.text is not None:
-            if cond is None:
-                return self.text.null(batch).to(device)
-            assert cond.shape == (batch, self.prompt_len), (
-                f"cond must be ({batch}, {self.prompt_len}) prompt ids, got {tuple(cond.shape)}")
-            return cond
-        if cond is None:
-            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
-        if self.num_classes == 0:
-            raise ValueError("cond: the model is unconditional (num_classes=0), pass None")
-        assert cond.shape == (batch,), f"cond must be ({batch},), got {tuple(cond.shape)}"
-        return cond
 
     def _embed(self, indices: torch.Tensor, cond: torch.Tensor,
                start: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -33,9 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.generators.autoregressive import pick_token
+from latentlab.generators.autoregressive import TokenTransformer, pick_token
 from latentlab.generators.guidance import null_like
-from latentlab.nn import num_parameters
 from latentlab.nn.transformer import MLP, SelfAttention
 
 
@@ -137,7 +136,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class MaskGITTransformer(nn.Module):
+class MaskGITTransformer(TokenTransformer):
     """Bidirectional transformer over partly masked token grids: (indices (B, N) with [MASK] =
     V at masked positions, cond) -> logits (B, N, V) of every position's token.
 
@@ -179,56 +178,6 @@ class MaskGITTransformer(nn.Module):
     def mask_id(self) -> int:
         """The index of the [MASK] token (V)."""
         return self.vocab_size
-
-    @property
-    def null_class(self) -> int | torch.Tensor | None:
-        """The null condition: the label index of "no class", the null prompt's (L,) ids for a
-        text model, or None if unconditional."""
-        if self.text is not None:
-            return self.text.null_ids
-        return self.num_classes if self.num_classes else None
-
-    @property
-    def prompt_len(self) -> int:
-        """L, the stream positions of the prompt before the class token (0 without text)."""
-        return 0 if self.text is None else self.text.max_len
-
-    @property
-    def num_parameters(self) -> int:
-        return num_parameters(self)
-
-    def initialize_weights(self) -> None:
-        """GPT-2's choices, as the autoregressive prior; the text encoder keeps its own."""
-        own = set(self.text.modules()) if self.text is not None else set()
-        for module in self.modules():
-            if module in own:
-                continue
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
-        nn.init.normal_(self.pos_embed, std=0.02)
-        # residual projections scaled by 1/sqrt(2 depth) (GPT-2 paper, section 2.3)
-        for block in self.blocks:
-            for proj in (block.attn.proj, block.mlp.fc2):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * self.cfg.depth))
-
-    def _check_cond(self, cond: torch.Tensor | None, batch: int,
-                    device: torch.device) -> torch.Tensor:
-        """Labels (B,), or prompt ids (B, L) for a text model, None replaced by the null one."""
-        if self.text is not None:
-            if cond is None:
-                return self.text.null(batch).to(device)
-            assert cond.shape == (batch, self.prompt_len), (
-                f"cond must be ({batch}, {self.prompt_len}) prompt ids, got {tuple(cond.shape)}")
-            return cond
-        if cond is None:
-            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
-        if self.num_classes == 0:
-            raise ValueError("cond: the model is unconditional (num_classes=0), pass None")
-        assert cond.shape == (batch,), f"cond must be ({batch},), got {tuple(cond.shape)}"
-        return cond
 
     def _embed(self, indices: torch.Tensor,
                cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
