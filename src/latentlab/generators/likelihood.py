@@ -59,7 +59,10 @@ def dopri5(f: Field, x: Tensor, t0: float, t1: float, tol: float = TOLERANCE
     """
     from torchdiffeq import odeint
 
-    field = Counted(f)
+    lo, hi = min(t0, t1), max(t0, t1)
+    # the solver's trial steps may reach past t1 (it interpolates back): the field is never
+    # asked outside [t0, t1], where a process may be undefined (the VP-SDE below its eps)
+    field = Counted(lambda x, t: f(x, t.clamp(lo, hi)))
     ts = torch.tensor([t0, t1], dtype=torch.float64 if x.dtype == torch.float64
                       else torch.float32, device=x.device)
     out = odeint(field, x, ts, method="dopri5", rtol=tol, atol=tol)
