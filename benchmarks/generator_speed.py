@@ -13,6 +13,14 @@ dit_train  one optimizer step as `latentlab.training.train` takes it for a flow-
            and the bf16 rate is held to the bf16 matmul peak measured a moment earlier.
            (Attention over these 16 tokens runs on SDPA's math backend on CPU, see
            `latentlab.nn.transformer`: the flash kernel's backward took a third of the step.)
+dit_peer   the same step on diffusers' `DiTTransformer2DModel` at the same width, depth, heads,
+           patch, channels, latent side and classes (`peer_dit`), timed in turns with ours;
+           `dit_time_ours_over_diffusers` is our bf16 step time over its. Differences it cannot
+           be configured away from: every block holds its own timestep MLP and class table
+           (diffusers' conversion of DiT copies the shared embedders into each block), recomputed
+           per block, so it has ~0.8M more parameters and a few more (tiny) matmuls; q, k, v are
+           three Linears; its attention takes torch's default SDPA backend; its label table
+           drops labels (p = 0.1) on top of the objective's dropout, which costs nothing.
 sampling   `process.sample` in eval mode under bf16 autocast (no grad), batch 256: flow
            matching with 8 and 16 Euler steps, DDPM's DDIM with 50 steps; DDPM's ancestral
            sampler with all 1000 steps at batch 32, timed once (it is ~1000 small forwards).
@@ -69,6 +77,30 @@ def dit() -> DiT:
 PRECISIONS = ("bf16", "fp32")
 
 
+class PeerDiT(nn.Module):
+    """diffusers' `DiTTransformer2DModel` configured as `dit()`, behind our denoiser signature
+    (x_t (B, C, H, W), t (B,) in [0, 1], labels (B,)) -> (B, C, H, W). Its timestep embedding
+    expects DDPM's step indices, so t is scaled to [0, 1000]."""
+
+    def __init__(self):
+        super().__init__()
+        from diffusers import DiTTransformer2DModel  # seconds to import: only when timed
+
+        self.net = DiTTransformer2DModel(
+            num_attention_heads=DIT.heads, attention_head_dim=DIT.width // DIT.heads,
+            in_channels=LATENT[0], out_channels=LATENT[0],  # no learned-sigma channels
+            num_layers=DIT.depth, sample_size=LATENT[1], patch_size=DIT.patch_size,
+            activation_fn="gelu-approximate", num_embeds_ada_norm=NUM_CLASSES,
+            norm_type="ada_norm_zero", norm_elementwise_affine=False, norm_eps=1e-6)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.net(x, timestep=t * 1000, class_labels=cond).sample
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
 def ar_model(seq_len: int) -> ARTransformer:
     return ARTransformer(ARConfig(width=256, depth=6, heads=4), 1024, seq_len)
 
@@ -105,10 +137,11 @@ class DiTStep(ObjectiveStep):
     """One step of flow matching on the DiT (as `BareStep` is for the tokenizer). Latents are
     not images, so the engine keeps their memory format (no channels_last)."""
 
-    def __init__(self, precision: str, batch: int):
+    def __init__(self, precision: str, batch: int, peer: bool = False):
         self.cfg = TrainConfig(device="cpu", precision=precision)
         torch.manual_seed(0)
-        self.objective = ProcessObjective(dit(), FlowMatching(), NUM_CLASSES,
+        model = PeerDiT() if peer else dit()
+        self.objective = ProcessObjective(model, FlowMatching(), NUM_CLASSES,
                                           label_dropout=0.1).train()
         self.batch = Batch(torch.randn(batch, *LATENT),
                            torch.randint(0, NUM_CLASSES, (batch,)))
@@ -117,13 +150,19 @@ class DiTStep(ObjectiveStep):
 
 def train_figures(settings: Settings, peak: float) -> list[Figure]:
     steps = {p: DiTStep(p, settings.train_batch) for p in PRECISIONS}
-    flops = step_flops(steps["bf16"])
-    runs = steps
+    peer = DiTStep("bf16", settings.train_batch, peer=True)
+    flops, peer_flops = step_flops(steps["bf16"]), step_flops(peer)
     # all in turns, so that a burst of outside load does not skew their ratios
-    seconds = median_times(runs, settings.repeats, settings.warmup, settings.min_sample_s)
-    print(f"dit_train: {steps['bf16'].objective.model.num_parameters / 1e6:.1f}M parameters, "
-          f"batch {settings.train_batch}, {flops / 1e9:.2f} GFLOP per step")
-    figures = []
+    seconds = median_times(steps | {"peer": peer}, settings.repeats, settings.warmup,
+                           settings.min_sample_s)
+    for name, step, f in (("dit_train", steps["bf16"], flops), ("dit_peer", peer, peer_flops)):
+        print(f"{name}: {step.objective.model.num_parameters / 1e6:.2f}M parameters, "
+              f"batch {settings.train_batch}, {f / 1e9:.2f} GFLOP per step")
+    peer_s = seconds.pop("peer")
+    figures = [Figure("dit_time_ours_over_diffusers", seconds["bf16"] / peer_s, "x"),
+               Figure("dit_peer_bf16_images_per_s", settings.train_batch / peer_s, "images/s"),
+               Figure("dit_peer_bf16_peak_fraction", 100 * peer_flops / peer_s / 1e9 / peak,
+                      "%")]
     for name, t in seconds.items():
         figures.append(Figure(f"dit_train_{name}_images_per_s", settings.train_batch / t,
                               "images/s"))

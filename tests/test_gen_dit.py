@@ -94,6 +94,10 @@ def test_patchify_unpatchify_round_trip_and_patch_conv_order():
     xc = torch.randn(B, C, S, S)
     expected = patchify(xc, 2) @ weight.T + conv.bias
     torch.testing.assert_close(rearrange(conv(xc), "b d h w -> b (h w) d"), expected)
+    # the forward embeds by that matmul on the conv's own weights, in any memory format
+    torch.testing.assert_close(model.embed_patches(xc), expected)
+    cl = xc.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(model.embed_patches(cl), expected)
 
 
 def test_pos_embed_is_a_fixed_buffer():

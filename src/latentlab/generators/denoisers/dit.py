@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -286,6 +287,15 @@ class DiT(nn.Module):
             assert cond.shape == t.shape, f"cond must be (B,), got {tuple(cond.shape)}"
         return self.time_embed(t) + self.class_embed(cond), None
 
+    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, T, D): the patch conv as the matmul it is. Under bf16 on a CPU
+        oneDNN has no kernel for this strided conv and torch falls back to a slow one (its
+        backward took more time than all the attention, by torch.profiler); a Linear over the
+        patches, in the conv weight's own (c, p, q) order, computes the same map."""
+        p = self.cfg.patch_size
+        patches = rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p)
+        return F.linear(patches, self.patch_embed.weight.flatten(1), self.patch_embed.bias)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
         """Predict from the noisy latent (what the prediction means is the objective's choice).
@@ -302,8 +312,7 @@ class DiT(nn.Module):
         c, s = self.in_channels, self.input_size
         assert x.shape[1:] == (c, s, s), f"x must be (B, {c}, {s}, {s}), got {tuple(x.shape)}"
         assert t.shape == (x.shape[0],), f"t must be (B,), got {tuple(t.shape)}"
-        tokens = rearrange(self.patch_embed(x), "b d h w -> b (h w) d")  # (B, T, D)
-        tokens = tokens + self.pos_embed.to(tokens.dtype)
+        tokens = self.embed_patches(x) + self.pos_embed.to(x.dtype)  # (B, T, D)
         c, context = self.condition(t, cond)  # (B, D), prompts or None
         for block in self.blocks:
             tokens = block(tokens, c, context)  # (B, T, D)
