@@ -13,6 +13,7 @@ from pathlib import Path
 
 from latentlab.errors import UserError
 from latentlab.evaluation.generator import DEFAULT_N, MIN_REFERENCE, REFERENCES
+from latentlab.evaluation.likelihood import NLL_ITEMS
 from latentlab.evaluation.probe import PROBE_STEPS
 from latentlab.io import write_json
 
@@ -78,6 +79,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     kind = run_kind(run)
     if args.n < 2:
         raise UserError(f"--n must be >= 2, got {args.n}")
+    if args.nll < 0:
+        raise UserError(f"--nll must be >= 0, got {args.nll}")
     if args.probe_steps < 1:
         raise UserError(f"--probe-steps must be >= 1, got {args.probe_steps}")
     if args.inception:
@@ -87,6 +90,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         if args.samples:
             raise UserError("--samples: only a generator run has samples to score")
+        if args.nll:
+            raise UserError("--nll: only a flow or vpsde generator has a likelihood to report")
         evaluation = evaluate_tokenizer_run(run, cache_dir=args.cache_dir, seed=args.seed,
                                             probe_steps=args.probe_steps,
                                             inception=args.inception, spec=args.data)
@@ -99,7 +104,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         evaluation = evaluate_generator_run(run, n=args.n, cache_dir=args.cache_dir,
                                             seed=args.seed, samples=args.samples,
                                             steps=args.steps, inception=args.inception,
-                                            reference=args.reference)
+                                            reference=args.reference, nll_items=args.nll)
     out = Path(args.out) if args.out else run / "evaluation.json"
     record(run, evaluation, out)
     print(summary(evaluation))
@@ -128,6 +133,10 @@ def register(sub) -> None:
                    help="real items samples are scored against: auto (the test split, or the "
                         f"training split when the test split has under {MIN_REFERENCE} "
                         "items), test or train (default: auto)")
+    p.add_argument("--nll", type=int, nargs="?", const=NLL_ITEMS, default=0, metavar="N",
+                   help="also the exact likelihood of a flow or vpsde generator on N held-out "
+                        f"items (default N: {NLL_ITEMS}), in bits per dimension of what it "
+                        "models (minutes on a CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, pair draws and the "
                                                        "probe (default: 0)")
     p.add_argument("--probe-steps", type=int, default=PROBE_STEPS,

@@ -181,7 +181,7 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
                            cache_dir: str | os.PathLike | None = None, seed: int = 0,
                            samples: str | os.PathLike | None = None, steps: int | None = None,
                            inception: str | os.PathLike | None = None,
-                           reference: str = "auto") -> dict:
+                           reference: str = "auto", nll_items: int = 0) -> dict:
     """Every generator metric of run directory `run`.
 
     Draws `n` samples (labels 0, 1, ..., K-1, 0, ... for a class-conditional generator, the
@@ -194,7 +194,9 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
         samples with prompts on data with structured attributes; `evaluation.prompts`), the
         run's heldout_* training figures, for an autoregressive prior bits_per_dim,
         bits_per_token, bits_per_image (and bits_per_dim_given_label), and for a flow or
-        VP-SDE generator nll_bits_per_dim of what it models (`evaluation.likelihood`).
+        VP-SDE generator, with `nll_items` > 0, nll_bits_per_dim of what it models on that many
+        held-out items (`evaluation.likelihood`; an ODE solve per batch with a divergence per
+        dimension: minutes on a CPU, so asked for, not done by default).
     """
     run = Path(run)
     generator = Generator.load(run)
@@ -213,8 +215,8 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
     out |= heldout_figures(run)
     if generator.family in ("ar", "pixelcnn"):
         out |= ar_rate(generator, spec)
-    if generator.family in ("flow", "vpsde"):
+    if nll_items and generator.family in ("flow", "vpsde"):
         from latentlab.evaluation.likelihood import latent_rate
 
-        out |= latent_rate(generator, spec, seed=seed)
+        out |= latent_rate(generator, spec, items=nll_items, seed=seed)
     return out
