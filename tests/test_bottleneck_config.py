@@ -27,13 +27,15 @@ def test_the_union_has_one_config_per_registered_kind():
 @pytest.mark.parametrize("kind", list(BOTTLENECKS))
 def test_build_gives_the_registered_class(kind):
     cfg = FSQConfig(levels=(5, 5, 5)) if kind == "fsq" else MEMBERS[kind]()
-    bottleneck = build_bottleneck(cfg, 3)
+    channels = 4 if kind == "hvq" else 3  # hvq: two levels of 2
+    bottleneck = build_bottleneck(cfg, channels)
     assert type(bottleneck) is BOTTLENECKS[kind]
-    assert bottleneck.channels == 3
-    # kl reads a mean and a log-variance per channel, gumbel one logit per code
-    assert bottleneck.in_channels == {"kl": 6, "gumbel": getattr(cfg, "codebook_size", 0)}.get(
-        kind, 3)
-    assert bottleneck.discrete == (kind in ("vq", "lfq", "fsq", "gumbel"))
+    assert bottleneck.channels == channels
+    # kl reads a mean and a log-variance per channel, gumbel one logit per code, hvq the
+    # encoder features both its levels are computed from
+    assert bottleneck.in_channels == {"kl": 6, "gumbel": getattr(cfg, "codebook_size", 0),
+                                      "hvq": getattr(cfg, "hidden", 0)}.get(kind, 3)
+    assert bottleneck.discrete == (kind in ("vq", "lfq", "fsq", "gumbel", "hvq"))
     assert bottleneck.cfg is cfg
 
 
@@ -62,12 +64,12 @@ def test_yaml_picks_the_member_by_kind_and_names_the_field():
     with pytest.raises(ConfigError, match="update must be 'ema' | 'loss'"):
         parse({"kind": "vq", "update": "adam"})
     with pytest.raises(ConfigError, match=r"bottleneck.kind must be 'identity' \| 'kl' \| 'vq' "
-                                          r"\| 'lfq' \| 'fsq' \| 'gumbel', got 'vqq' "
+                                          r"\| 'lfq' \| 'fsq' \| 'gumbel' \| 'hvq', got 'vqq' "
                                           r"\(did you mean vq\?\)"):
         parse({"kind": "vqq"})
     # another kind's setting: named, with the kind it belongs to
-    with pytest.raises(ConfigError, match=r"bottleneck.codebook_size: a setting of kind vq or "
-                                          r"gumbel, not "
+    with pytest.raises(ConfigError, match=r"bottleneck.codebook_size: a setting of kind vq, "
+                                          r"gumbel or hvq, not "
                                           r"of kind 'kl' \(set bottleneck.kind\)"):
         parse({"kind": "kl", "codebook_size": 8})
 

@@ -18,7 +18,7 @@ FAST = ["--train.steps", "2", "--train.batch_size", "8", "--model.arch.channels"
     (["train-tokenizer", "--out", "X", "--coupled.weight", "0.5"],
      "--coupled.weight: does not act in this configuration (its section is off; see --help)"),
     (["train-tokenizer", "--out", "X", "--model.bottleneck.codebook_size", "8"],
-     "model.bottleneck.codebook_size: a setting of kind vq or gumbel, not of kind 'kl'"),
+     "model.bottleneck.codebook_size: a setting of kind vq, gumbel or hvq, not of kind 'kl'"),
     (["train-tokenizer", "--out", "X", "--train.steps", "0"], "train.steps: must be >= 1"),
     (["train-tokenizer", "--out", "X", "--train.stpes", "3"], "unrecognized arguments"),
     (["train-tokenizer", "--out", "X", "--config", "missing.yaml"], "no such config file"),

@@ -197,7 +197,8 @@ def from_dict(cls: type[T], data: dict, prefix: str = "", union: tuple[type, ...
         owners = [kind_of(m) for m in union if unknown[0] in {f.name for f in
                                                               dataclasses.fields(m)}]
         if owners:
-            raise ConfigError(f"{prefix}{unknown[0]}: a setting of kind {' or '.join(owners)}, "
+            kinds = " or ".join(filter(None, [", ".join(owners[:-1]), owners[-1]]))
+            raise ConfigError(f"{prefix}{unknown[0]}: a setting of kind {kinds}, "
                               f"not of kind '{data['kind']}' (set {prefix}kind)")
         raise ConfigError(f"unknown field '{prefix}{unknown[0]}'"
                           + (did_you_mean(prefix + unknown[0], [prefix + f for f in fields]) or

@@ -17,6 +17,7 @@ from latentlab.generators.autoregressive import ARTransformer
 from latentlab.generators.denoisers.dit import DiT, DiTConfig
 from latentlab.generators.denoisers.mlp import MLPDenoiser, MLPDenoiserConfig
 from latentlab.generators.gan import GANDiscriminator, GANGenerator
+from latentlab.generators.hierarchical import HierarchicalPixelCNN
 from latentlab.generators.maskgit import MaskGITTransformer
 from latentlab.generators.pixelcnn import MAX_PIXEL_VOCAB, PixelCNN
 from latentlab.nn.text import PretrainedTextEncoder, TextEncoder
@@ -143,10 +144,11 @@ def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | 
         raise ConfigError(f"generator.network.{e}") from None
 
 
-def pixelcnn(cfg: GeneratorConfig, what: Modelled, text: dict) -> PixelCNN:
+def pixelcnn(cfg: GeneratorConfig, what: Modelled, text: dict
+             ) -> PixelCNN | HierarchicalPixelCNN:
     """The PixelCNN of a run over a token grid (h, w) (a vector tokenizer's one token: a 1x1
-    grid) or over pixels (C, H, W), one joint token per pixel; `text`: {"text": encoder} or
-    {}."""
+    grid), over pixels (C, H, W), one joint token per pixel, or VQ-VAE-2's pair of priors over
+    an hvq tokenizer's two levels (T,); `text`: {"text": encoder} or {}."""
     if what.kind == "latents":
         raise ConfigError("generator.family: 'pixelcnn' models token indices (a discrete "
                           "tokenizer: vq, lfq, fsq) or pixels (no tokenizer); this data is "
@@ -158,6 +160,13 @@ def pixelcnn(cfg: GeneratorConfig, what: Modelled, text: dict) -> PixelCNN:
         raise ConfigError(f"generator.network.levels: {cfg.network.levels} levels for "
                           f"{what.shape[0]} channels make {what.vocab_size} tokens per pixel, "
                           f"more than {MAX_PIXEL_VOCAB}")
+    if what.kind == "indices" and len(what.shape) == 1:  # hvq: the top grid, then the bottom
+        try:
+            return HierarchicalPixelCNN(cfg.network, what.vocab_size, what.shape[0],
+                                        what.num_classes, **text)
+        except ValueError as e:
+            raise ConfigError(f"generator.family: 'pixelcnn' models 2-D token grids or hvq's "
+                              f"two levels; {e}") from None
     if what.kind == "indices" and len(what.shape) not in (0, 2):
         raise ConfigError(f"generator.family: 'pixelcnn' models 2-D token grids; these tokens "
                           f"are {what.shape}")

@@ -143,10 +143,14 @@ class PixelCNN(nn.Module):
             (an unconditional model feeds its one entry, a learned constant bias).
         text: a prompt encoder (`latentlab.nn.text.TextEncoder` interface) whose pooled
             encoding is the conditioning vector; excludes num_classes > 0.
+        context: the vocabulary of a token grid of half the sides this one is conditioned on
+            (VQ-VAE-2's bottom prior given the top codes, `generators.hierarchical`): embedded,
+            upsampled and convolved into a spatial bias of every layer (the paper's section
+            2.3, V * s(h)); 0: none.
     """
 
     def __init__(self, cfg: PixelCNNConfig, vocab_size: int, grid: tuple[int, int],
-                 num_classes: int = 0, text: nn.Module | None = None):
+                 num_classes: int = 0, text: nn.Module | None = None, context: int = 0):
         super().__init__()
         if vocab_size < 1 or min(grid) < 1 or num_classes < 0 or len(grid) != 2:
             raise ValueError(f"vocab_size, grid, num_classes: need >= 1, (H, W) >= 1, >= 0, "
@@ -164,6 +168,13 @@ class PixelCNN(nn.Module):
         else:
             self.class_embed = nn.Embedding(num_classes + 1, d)
         self.cond_bias = nn.Linear(d, 2 * d * cfg.layers)  # V^T h of every layer at once
+        self.context = context
+        if context:
+            if grid[0] % 2 or grid[1] % 2:
+                raise ValueError(f"grid: a context grid has half the sides, {tuple(grid)} are "
+                                 "not even")
+            self.context_embed = nn.Embedding(context, d)
+            self.context_conv = nn.Conv2d(d, 2 * d * cfg.layers, 3, padding=1)
         self.layers = nn.ModuleList(GatedLayer(d, cfg.kernel_size, i == 0)
                                     for i in range(cfg.layers))
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(d, d, 1), nn.ReLU(),
@@ -176,6 +187,8 @@ class PixelCNN(nn.Module):
         from the start (a small or zero conditioning path learns the labels slowly: its weights
         and the embeddings' gradients scale with each other); layers keep torch's defaults."""
         nn.init.normal_(self.token_embed.weight, std=1.0)
+        if self.context:
+            nn.init.normal_(self.context_embed.weight, std=1.0)
         if self.text is None:
             nn.init.normal_(self.class_embed.weight, std=1.0)
 
@@ -209,9 +222,11 @@ class PixelCNN(nn.Module):
         assert cond.shape == (batch,), f"cond must be ({batch},), got {tuple(cond.shape)}"
         return self.class_embed(cond)
 
-    def forward(self, indices: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, cond: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits: (B, N) or (B, H, W) int64 tokens -> (B, N, V), logits[:, n]
-        predicting token n (raster order) from the condition and the tokens before it."""
+        predicting token n (raster order) from the condition, the context grid (B, H/2 * W/2)
+        of a model built with one, and the tokens before it."""
         b = indices.shape[0]
         assert indices[0].numel() == self.seq_len, (
             f"indices must be (B, {self.seq_len}) or (B, {self.grid[0]}, {self.grid[1]}), "
@@ -220,27 +235,41 @@ class PixelCNN(nn.Module):
         x = rearrange(x, "b h w d -> b d h w")
         biases = self.cond_bias(self._cond_vector(cond, b, indices.device))  # (B, 2D * layers)
         biases = rearrange(biases, "b (n e) -> n b e 1 1", n=len(self.layers))
+        if self.context:
+            biases = biases + self._context_biases(context, b)
         v, h, skips = x, x, 0
         for layer, bias in zip(self.layers, biases, strict=True):
             v, h, skip = layer(v, h, bias)
             skips = skips + skip
         return rearrange(self.head(skips), "b v h w -> b (h w) v")
 
-    def log_prob(self, indices: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-token log p(x_n | cond, x_<n): (B, N) float32, natural log, normalised in
-        float32 with autocast off (as `ARTransformer.log_prob`)."""
-        logits = self(indices, cond)  # (B, N, V)
+    def _context_biases(self, context: torch.Tensor | None, b: int) -> torch.Tensor:
+        """(B, H/2 * W/2) context tokens -> (layers, B, 2D, H, W) spatial biases."""
+        h, w = self.grid[0] // 2, self.grid[1] // 2
+        assert context is not None and context[0].numel() == h * w, (
+            f"context must be (B, {h * w}) tokens of the {h}x{w} grid this model is "
+            f"conditioned on, got {None if context is None else tuple(context.shape)}")
+        c = rearrange(self.context_embed(context.reshape(b, h, w)), "b h w d -> b d h w")
+        c = self.context_conv(c.repeat_interleave(2, -2).repeat_interleave(2, -1))
+        return rearrange(c, "b (n e) h w -> n b e h w", n=len(self.layers))
+
+    def log_prob(self, indices: torch.Tensor, cond: torch.Tensor | None = None,
+                 context: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token log p(x_n | cond, context, x_<n): (B, N) float32, natural log, normalised
+        in float32 with autocast off (as `ARTransformer.log_prob`)."""
+        logits = self(indices, cond, context)  # (B, N, V)
         flat = indices.reshape(len(indices), -1)
         with torch.autocast(indices.device.type, enabled=False):
             logp = F.log_softmax(logits.float(), dim=-1)
             return logp.gather(-1, flat[..., None]).squeeze(-1)  # (B, N)
 
     def next_token_logits(self, prefix: torch.Tensor, cond: torch.Tensor | None = None,
-                          cache: None = None, guidance: float | None = None
-                          ) -> tuple[torch.Tensor, None]:
+                          cache: None = None, guidance: float | None = None,
+                          context: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         """Logits (B, V) float32 of token i given the decoded tokens (B, i), i < N: one pass
         over the grid with the positions >= i zero (causal, so they do not matter). `cache` is
-        accepted and returned as None (the `ARTransformer` interface); `guidance` as there."""
+        accepted and returned as None (the `ARTransformer` interface); `guidance` as there;
+        `context` as in `forward`."""
         b, i = prefix.shape
         if i >= self.seq_len:
             raise ValueError(f"prefix: {i} tokens decoded, the grid has only {self.seq_len}")
@@ -251,7 +280,8 @@ class PixelCNN(nn.Module):
         if guidance is not None:  # one batched pass: conditional rows, then unconditional ones
             cond = torch.cat([cond, null_like(cond, self.null_class)])
             full = torch.cat([full, full])
-        logits = self(full, cond)[:, i].float()  # (B', V)
+            context = torch.cat([context, context]) if context is not None else None
+        logits = self(full, cond, context)[:, i].float()  # (B', V)
         if guidance is not None:
             cond_logits, uncond_logits = logits.chunk(2)
             logits = uncond_logits + guidance * (cond_logits - uncond_logits)
@@ -260,15 +290,17 @@ class PixelCNN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, cond: torch.Tensor | None = None, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
-               guidance: float | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               guidance: float | None = None, generator: torch.Generator | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """Draw n grids in raster order, one forward pass per position: (n, N) int64. The
-        arguments are `ARTransformer.sample`'s (temperature 0 = greedy)."""
+        arguments are `ARTransformer.sample`'s (temperature 0 = greedy); `context` as in
+        `forward`."""
         if temperature < 0:
             raise ValueError(f"temperature: must be >= 0, got {temperature}")
         device = cond.device if cond is not None else self.token_embed.weight.device
         tokens = torch.zeros(n, self.seq_len, dtype=torch.long, device=device)
         for i in range(self.seq_len):
-            logits, _ = self.next_token_logits(tokens[:, :i], cond, None, guidance)  # (n, V)
+            logits, _ = self.next_token_logits(tokens[:, :i], cond, None, guidance,
+                                               context)  # (n, V)
             tokens[:, i] = pick_token(logits, temperature, top_k, top_p, generator)
         return tokens

@@ -3,7 +3,7 @@
 Each preset is a full `train-tokenizer` configuration. `configs/<name>.yaml` holds the same
 configuration as YAML, only the settings that act (a test keeps the two equal). Names:
 DATASET-BOTTLENECK, with `ae` for the plain autoencoder (identity bottleneck) and `dvae` for
-DALL-E's discrete VAE (gumbel bottleneck).
+DALL-E's discrete VAE (gumbel bottleneck) and `vqvae2` for VQ-VAE-2's two levels (hvq).
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ BOTTLENECKS: dict[str, dict[str, dict]] = {
         "lfq": {"latent_channels": 7, "bottleneck": {"kind": "lfq"}},
         "dvae": {"latent_channels": 4, "bottleneck": {"kind": "gumbel", "codebook_size": 128,
                                                       "anneal_steps": 1000}},
+        "vqvae2": {"latent_channels": 8, "bottleneck": {"kind": "hvq", "codebook_size": 128,
+                                                        "hidden": 64}},
     },
     "shapes32": {
         "ae": {"latent_channels": 4},
@@ -62,6 +64,8 @@ BOTTLENECKS: dict[str, dict[str, dict]] = {
         "lfq": {"latent_channels": 10, "bottleneck": {"kind": "lfq"}},
         "dvae": {"latent_channels": 8, "bottleneck": {"kind": "gumbel", "codebook_size": 1024,
                                                       "anneal_steps": 1000}},
+        "vqvae2": {"latent_channels": 16, "bottleneck": {"kind": "hvq", "codebook_size": 512,
+                                                         "hidden": 64}},
     },
     "mixture": {
         "ae": {"latent_channels": 2},

@@ -55,7 +55,7 @@ class TokenizerConfig:
     """Channels of the latent the decoder receives (FSQ: one per level)."""
     bottleneck: BottleneckConfig = field(default_factory=IdentityConfig)
     """What sits between encoder and decoder: identity (plain AE), kl (VAE), vq, lfq, fsq or
-    gumbel (DALL-E's dVAE)."""
+    gumbel (DALL-E's dVAE), or hvq (VQ-VAE-2's two levels)."""
 
     def __post_init__(self):
         if self.latent_channels < 1:
@@ -149,11 +149,17 @@ class Tokenizer(nn.Module):
             except ValueError as e:
                 name = "block_out_channels" if self.cfg.arch.kind == "diffusers" else "ch_mult"
                 raise ValueError(f"arch.{name}{str(e).removeprefix('ch_mult')}") from None
+            self.bottleneck.check_grid(tuple(s // self.factor for s in shape[1:]))
 
     def latent_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """(C, H, W) -> (L, H/f, W/f); (D,) -> (L,)."""
         self.check_input(shape)
         return (self.cfg.latent_channels, *(s // self.factor for s in shape[1:]))
+
+    def index_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The token indices of one item of `shape`, for a discrete bottleneck: (h, w) or (),
+        or hvq's one sequence of both levels (T,)."""
+        return self.bottleneck.index_shape(self.latent_shape(shape)[1:])
 
     def encode(self, x: torch.Tensor) -> BottleneckOutput:
         """(B, C, H, W) or (B, D) -> the bottleneck's output (latent (B, L, *S))."""

@@ -6,6 +6,7 @@
     lfq       per-channel sign, implicit codebook of 2^C               lfq.py
     fsq       bounded per-channel rounding, codebook prod(levels)      fsq.py
     gumbel    relaxed categorical over a codebook, KL to uniform       gumbel.py
+    hvq       top and bottom codebooks at two resolutions (VQ-VAE-2)   hvq.py
 
 `BottleneckConfig` is one of their configs, picked by its `kind`; `build_bottleneck` makes that
 bottleneck for a given latent channel count.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from latentlab.tokenizers.bottlenecks.base import Bottleneck, BottleneckOutput
 from latentlab.tokenizers.bottlenecks.fsq import FiniteScalarQuantizer, FSQConfig
 from latentlab.tokenizers.bottlenecks.gumbel import GumbelConfig, GumbelQuantizer
+from latentlab.tokenizers.bottlenecks.hvq import HierarchicalVQ, HVQConfig
 from latentlab.tokenizers.bottlenecks.identity import IdentityBottleneck, IdentityConfig
 from latentlab.tokenizers.bottlenecks.kl import KLBottleneck, KLConfig
 from latentlab.tokenizers.bottlenecks.lfq import LFQConfig, LookupFreeQuantizer
@@ -28,10 +30,12 @@ BOTTLENECKS: dict[str, type[Bottleneck]] = {
     "lfq": LookupFreeQuantizer,
     "fsq": FiniteScalarQuantizer,
     "gumbel": GumbelQuantizer,
+    "hvq": HierarchicalVQ,
 }
 """kind -> class; each class takes (channels, its config)."""
 
-BottleneckConfig = IdentityConfig | KLConfig | VQConfig | LFQConfig | FSQConfig | GumbelConfig
+BottleneckConfig = (IdentityConfig | KLConfig | VQConfig | LFQConfig | FSQConfig | GumbelConfig
+                    | HVQConfig)
 """A bottleneck's settings, a tagged union keyed by `kind`."""
 
 

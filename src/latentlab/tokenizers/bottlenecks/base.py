@@ -57,6 +57,15 @@ class Bottleneck(nn.Module):
         """Told the training step before each training step's forward (a bottleneck annealed
         over training keeps it); nothing by default."""
 
+    def check_grid(self, spatial: tuple[int, ...]) -> None:
+        """Raise ValueError naming the field when latents of spatial dims `spatial` do not fit
+        this bottleneck; any fit by default."""
+
+    def index_shape(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one item's indices for latents of spatial dims S: S by default (one
+        token per position)."""
+        return spatial
+
     def check_input(self, z: torch.Tensor) -> None:
         """Assert that z is (B, in_channels, *S), where the encoder's output enters."""
         assert z.ndim >= 2 and z.shape[1] == self.in_channels, (
