@@ -18,7 +18,7 @@ from latentlab.recipes.train import train_tokenizer
 from latentlab.tokenizers.bottlenecks import HierarchicalVQ, HVQConfig
 from latentlab.tokenizers.conv import ConvConfig
 from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
-from tests.conftest import tiny_run_config
+from tests.conftest import run_main, tiny_run_config
 
 D, F, K = 3, 16, 16  # code channels per level, encoder features, codebook size
 
@@ -158,3 +158,11 @@ def test_priors_model_both_levels_the_top_first_and_their_samples_decode(tmp_pat
                      str(tmp_path / f"{run}.npz")]) == 0
         with np.load(tmp_path / f"{run}.npz") as f:
             assert f["images"].shape == (8, 8, 8, 1)
+
+
+def test_the_coupled_recipes_refuse_it_in_one_line(tmp_path, capsys):
+    code, _, err = run_main(capsys, ["train-tokenizer", "--preset", "digits-vqvae2", "--recipe",
+                                     "coupled", "--coupled.big_parameters", "100000",
+                                     "--out", str(tmp_path / "run")])
+    assert code == 2 and "recipe: the coupled recipes" in err and "hvq" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run" / "tokenizer").exists()

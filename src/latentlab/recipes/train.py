@@ -178,6 +178,10 @@ def build_objective(cfg: TokenizerRunConfig, data, heldout=None,
             raise ConfigError(f"coupled.family: '{family}' does not fit a "
                               f"{'discrete' if tokenizer.discrete else 'continuous'} latent "
                               "(ar for vq/lfq/fsq; flow, ddpm or vpsde otherwise)")
+        if tokenizer.cfg.bottleneck.kind == "hvq":
+            raise ConfigError("recipe: the coupled recipes pull each latent vector toward its "
+                              "own token; hvq's latent holds two levels per position, so it "
+                              "takes baseline or dae")
         big = big_generator(cfg, latent, data.num_classes, prompts)
         if tokenizer.discrete:
             coupling = TokenCoupling(cfg.coupled, tokenizer.bottleneck, latent, big.parameters,
