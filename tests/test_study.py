@@ -46,7 +46,8 @@ EXPECTED = [f"tokenizer/{m}" for m in ("mse", "psnr", "ssim", "rfd", "lipschitz_
                                        "predictability")] + [
     f"generation/{m}/{v}" for m in ("fd", "fd_inf", "kid", "precision", "recall", "density",
                                     "coverage") for v in ("pixels", "classifier", "ssl")] + [
-    "generation/class_accuracy", "generation/heldout_loss"]
+    "generation/class_accuracy", "generation/heldout_loss"] + [
+    f"prior/{m}/{v}" for m in ("fd", "fd_inf") for v in ("pixels", "classifier", "ssl")]
 
 
 @functools.cache
@@ -208,6 +209,7 @@ def test_the_report_is_one_self_contained_file(tiny_study):
     # the verdict table opens the report, one row per recipe against the reference
     assert page.index("<h2>Verdicts</h2>") < page.index("<h2>Metrics</h2>")
     assert "<td>coupled vs baseline</td>" in page and "one seed: no interval" in page
+    assert page.count("FD∞ of the VAE's prior") == len(summary["views"])  # a kl tokenizer
     assert "<td>coupled</td><td>t0</td><td>30</td><td>yes</td>" in page  # its last fits
 
 

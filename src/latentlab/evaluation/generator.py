@@ -25,11 +25,12 @@ from latentlab.evaluation.views import dataset_views
 from latentlab.generation.encode import cached_split
 from latentlab.generation.generator import Generator
 from latentlab.generation.models import pixel_levels
-from latentlab.generation.sample import sample_to_file
+from latentlab.generation.sample import prior_samples_to_file, sample_to_file
 from latentlab.generators.pixelcnn import pixels_to_tokens
 from latentlab.metrics.generation import generation_metrics
 
 SAMPLES = "samples.npz"
+PRIOR_SAMPLES = "prior_samples.npz"
 DEFAULT_N = 2000
 # the reference set is the test split unless it has fewer items than this, then the training
 # split: Fréchet distances and k-NN manifolds of a few hundred items are dominated by their
@@ -220,3 +221,19 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
 
         out |= latent_rate(generator, spec, items=nll_items, seed=seed)
     return out
+
+
+def evaluate_vae_prior(tokenizer_run: str | Path, n: int = DEFAULT_N,
+                       cache_dir: str | os.PathLike | None = None, seed: int = 0,
+                       spec: str = "") -> dict:
+    """The VAE's own sampler scored as a generator's samples are: n decoded N(0, I) draws of
+    the KL tokenizer run `tokenizer_run` (`generation.sample.prior_samples_to_file`), written
+    to RUN/prior_samples.npz, against the reference split of `spec` (default: the run's data),
+    in every view. What a latent generator adds is its figures against these."""
+    from latentlab.generation.sample import run_data
+
+    spec = spec or run_data(tokenizer_run)
+    samples = Path(tokenizer_run) / PRIOR_SAMPLES
+    prior_samples_to_file(tokenizer_run, n, samples, spec, seed=seed)
+    return {"kind": "vae_prior", "data": spec, "seed": seed, "samples_file": str(samples)} | (
+        score_samples(spec, samples, cache_dir, seed=seed))

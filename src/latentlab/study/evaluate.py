@@ -45,7 +45,8 @@ NO_DIRECTION = ("kid_std", "fd_floor", "fd_inf_floor", "density")
 # held-out accuracy (the same feature network scores every run; the summary keeps it apart)
 NOT_METRICS = ("seed", "samples", "real", "feature_net_accuracy", "ssl_retrieval",
                "ssl_knn_accuracy")
-GROUPS = ("tokenizer", "generation", "scaling")  # the order of the groups, as in the pipeline
+# the order of the groups, as in the pipeline; "prior" is a VAE's own sampler (kl tokenizers)
+GROUPS = ("tokenizer", "generation", "prior", "scaling")
 # prompt adherence (`evaluation.prompts`): accuracies and the all-correct rate are better
 # higher; a rate's Wilson bounds, the counts and the attribute judge's own accuracy are not
 # scores (the judge's goes to the summary's judges, as the feature networks' do)
@@ -109,17 +110,24 @@ def pooled_adherence(metrics: dict[str, dict], recipes: list[str]) -> dict[str, 
 
 def evaluate_run(tokenizer_run: Path, generator_run: Path, n: int, seed: int,
                  cache_dir: str | None, probe_steps: int) -> dict[str, dict]:
-    """Score one run: {'tokenizer': {...}, 'generation': {...}} (see the module docstring).
+    """Score one run: {'tokenizer': {...}, 'generation': {...}} (see the module docstring),
+    and for a VAE (kl) tokenizer 'prior': n decoded N(0, I) draws scored as the generator's
+    samples are, what the latent generator is measured against.
 
-    Leaves `generator_run/samples.npz`: n samples in the public format.
+    Leaves `generator_run/samples.npz` (and `tokenizer_run/prior_samples.npz`): n samples in
+    the public format.
     """
-    from latentlab.evaluation.generator import evaluate_generator_run
+    from latentlab.evaluation.generator import evaluate_generator_run, evaluate_vae_prior
     from latentlab.evaluation.tokenizer import evaluate_tokenizer_run
+    from latentlab.tokenizers.tokenizer import Tokenizer
 
-    return {"tokenizer": evaluate_tokenizer_run(tokenizer_run, cache_dir=cache_dir,
-                                                probe_steps=probe_steps, seed=seed),
-            "generation": evaluate_generator_run(generator_run, n=n, cache_dir=cache_dir,
-                                                 seed=seed)}
+    out = {"tokenizer": evaluate_tokenizer_run(tokenizer_run, cache_dir=cache_dir,
+                                               probe_steps=probe_steps, seed=seed),
+           "generation": evaluate_generator_run(generator_run, n=n, cache_dir=cache_dir,
+                                                seed=seed)}
+    if Tokenizer.load(tokenizer_run).cfg.bottleneck.kind == "kl":
+        out["prior"] = evaluate_vae_prior(tokenizer_run, n, cache_dir, seed)
+    return out
 
 
 def verify_run(root: Path) -> dict | None:

@@ -68,8 +68,9 @@ STUDY, GENERATOR, SUMMARY = "study.yaml", "generator.yaml", "summary.json"
 EVALUATION, TIMING = "evaluation.json", "timing.json"
 STAGES = ("tokenizer", "generator", "evaluate")
 # the version of what an evaluation measures: an evaluation.json of another is scored again
-# (2: several views, FD-infinity and floors, density/coverage, the reference split)
-PROTOCOL = 2
+# (2: several views, FD-infinity and floors, density/coverage, the reference split; 3: a
+# VAE's own prior sampled and scored beside its generator)
+PROTOCOL = 3
 
 
 @dataclass(frozen=True)
