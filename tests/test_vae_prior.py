@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -59,3 +60,27 @@ def test_only_a_vae_has_a_prior_and_it_takes_no_condition(vae, tmp_path, capsys)
         assert code != 0 and message in err, err
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    """Shared with the metric tests through the session's base temporary directory."""
+    return tmp_path_factory.getbasetemp() / "feature-cache"
+
+
+@pytest.mark.slow
+def test_evaluate_prior_scores_the_draws_in_every_view(vae, feature_cache, capsys):
+    code, stdout, _ = run_main(capsys, ["evaluate", str(vae), "--prior", "--n", "200",
+                                        "--cache-dir", str(feature_cache)])
+    assert code == 0 and "vae_prior on digits" in stdout
+    found = json.loads((vae / "prior_evaluation.json").read_text())
+    assert found["samples"] == 200 and {"pixels", "classifier", "ssl"} <= set(found["views"])
+    with np.load(vae / "prior_samples.npz") as f:
+        assert f["images"].shape == (200, 8, 8, 1)
+    # ten steps of training: its prior is far from the digits in every view
+    assert all(found[f"fd_inf/{v}"] > 10 * abs(found[f"fd_inf_floor/{v}"]) for v in found["views"])
+    assert json.loads((vae / "metrics.json").read_text())["prior_evaluation"] == found
+    for argv, message in [(["--prior", "--samples", "x.npz"], "no --samples"),
+                          (["--prior", "--nll"], "no --nll")]:
+        code, _, err = run_main(capsys, ["evaluate", str(vae), *argv])
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1

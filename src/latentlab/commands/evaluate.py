@@ -39,8 +39,8 @@ def run_kind(run: Path) -> str:
                     "generator/ inside)")
 
 
-def record(run: Path, evaluation: dict, out: Path) -> None:
-    """Write `evaluation` to `out` and under "evaluation" in RUN/metrics.json."""
+def record(run: Path, evaluation: dict, out: Path, key: str = "evaluation") -> None:
+    """Write `evaluation` to `out` and under `key` in RUN/metrics.json."""
     metrics_path = run / "metrics.json"
     metrics: dict = {}
     if metrics_path.exists():
@@ -51,7 +51,7 @@ def record(run: Path, evaluation: dict, out: Path) -> None:
         if not isinstance(metrics, dict):
             raise UserError(f"{metrics_path}: not a JSON object; not overwriting it")
     write_json(out, evaluation)
-    write_json(metrics_path, metrics | {"evaluation": evaluation})
+    write_json(metrics_path, metrics | {key: evaluation})
 
 
 def summary(evaluation: dict) -> str:
@@ -85,6 +85,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--probe-steps must be >= 1, got {args.probe_steps}")
     if args.inception:
         check_extractor(args.inception)
+    if args.prior:
+        return evaluate_prior(run, kind, args)
     if kind == "tokenizer":
         from latentlab.evaluation.tokenizer import evaluate_tokenizer_run
 
@@ -112,6 +114,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_prior(run: Path, kind: str, args: argparse.Namespace) -> int:
+    """`evaluate RUN --prior`: a VAE tokenizer's decoded N(0, I) draws, scored in every view,
+    written to RUN/prior_evaluation.json and under "prior_evaluation" in RUN/metrics.json."""
+    from latentlab.evaluation.generator import evaluate_vae_prior
+
+    if kind != "tokenizer":
+        raise UserError(f"--prior: {run} is a generator run; the prior is a VAE tokenizer's")
+    if args.samples or args.nll:
+        raise UserError("--prior draws its own samples and has no likelihood to report: "
+                        "no --samples, no --nll")
+    evaluation = evaluate_vae_prior(run, args.n, args.cache_dir, args.seed, args.data)
+    out = Path(args.out) if args.out else run / "prior_evaluation.json"
+    record(run, evaluation, out, "prior_evaluation")
+    print(summary(evaluation))
+    print(f"wrote {out} and the 'prior_evaluation' entry of {run / 'metrics.json'}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="score a trained tokenizer or generator run",
@@ -127,6 +147,9 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=DEFAULT_N,
                    help=f"samples to draw from a generator (default: {DEFAULT_N})")
     p.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
+    p.add_argument("--prior", action="store_true",
+                   help="a VAE (kl) tokenizer run: score --n decoded N(0, I) draws, its own "
+                        "sampler, as a generator's samples are")
     p.add_argument("--samples", help="score this samples file (latentlab's samples.npz or "
                                      "ADM's arr_0/arr_1 layout) instead of drawing new samples")
     p.add_argument("--reference", default="auto", choices=REFERENCES,
