@@ -177,7 +177,7 @@ def test_channel_policy_of_image_files(tmp_path):
 
 def test_model_parts_must_fit():
     tokenizer, prior = tiny_parts()
-    with pytest.raises(CheckpointError, match="not a 2x4 grid"):
+    with pytest.raises(CheckpointError, match="not the 8 of a 2x4 grid"):
         CodecModel(tokenizer, prior, (2, 4))
     continuous = Tokenizer(TokenizerConfig(latent_channels=2, arch=ConvConfig(channels=8)), 1)
     with pytest.raises(CheckpointError, match="needs a discrete image tokenizer"):

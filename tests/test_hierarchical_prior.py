@@ -6,6 +6,7 @@ training run on a two-level source whose bottom follows its top."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -98,3 +99,38 @@ def test_training_learns_a_bottom_that_follows_its_top():
     follows = (s[:, 4:] == top_k[:, None]).all(1).float().mean()
     shares = torch.bincount(top_k, minlength=V).float() / len(s)
     assert follows > 0.9 and shares.min() > 0.2, (follows, shares)
+
+
+def test_the_codec_codes_hvq_tokens_with_the_pair_of_priors_at_their_likelihood():
+    """VQ-VAE-2 in the codec: an hvq tokenizer (8x8 digits tiles: a 2x2 top grid, a 4x4 bottom
+    one, 20 tokens) and its two PixelCNNs; tokens and images round-trip, payload = -log2 P."""
+    import numpy as np
+
+    from latentlab.codec import CodecModel, compress, decompress
+    from latentlab.codec.codec import detokenize
+    from latentlab.tokenizers.bottlenecks import HVQConfig
+    from latentlab.tokenizers.conv import ConvConfig
+    from latentlab.tokenizers.tokenizer import Tokenizer, TokenizerConfig
+
+    from .test_codec import digits
+
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(TokenizerConfig(
+        latent_channels=4, arch=ConvConfig(channels=8, ch_mult=(1, 2)),
+        bottleneck=HVQConfig(codebook_size=8, hidden=16)), 1)
+    tokenizer.train()(torch.rand(64, 1, 8, 8) * 2 - 1)  # initialise both codebooks
+    prior = tiny(vocab=8, n=2, classes=0)
+    for p in (prior.top, prior.bottom):
+        torch.nn.init.normal_(p.head[-1].weight, std=0.5)  # peaked, varied distributions
+    model = CodecModel(tokenizer, prior, (4, 4))
+    assert model.tile == (8, 8) and model.tokens == (20,)
+    images = digits(24)
+    encoded = compress(model, images, chunk=5)
+    decoded = decompress(model, encoded.data)
+    assert encoded.tokens.shape == (24, 20) and torch.equal(decoded.tokens, encoded.tokens)
+    want = detokenize(model, encoded.tokens)  # (T, C, 8, 8): one tile per digit
+    for out, tile in zip(decoded.images, want, strict=True):
+        np.testing.assert_array_equal(out, tile.transpose(1, 2, 0))
+    with torch.no_grad():
+        nll_bits = -float(prior.log_prob(encoded.tokens).double().sum()) / math.log(2)
+    assert abs(encoded.bits - nll_bits) <= 0.001 * nll_bits, (encoded.bits, nll_bits)

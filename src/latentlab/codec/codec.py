@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from einops import rearrange
 
 from latentlab import pixels
 from latentlab.codec.container import (
@@ -260,7 +259,7 @@ def decompress(model: CodecModel, data: bytes, where: str = "file") -> Decoded:
         raise CodecError(f"{where}: {e}: the prior computed other probabilities here than where "
                          f"the file was made ({platform()} here; the same torch version and CPU "
                          "kernels are needed, see docs/codec.md)") from None
-    tokens = rearrange(flat, "t (h w) -> t h w", h=header.grid[0])
+    tokens = flat.reshape(len(flat), *model.tokens)  # (T, h, w), or hvq's (T, N)
     tiles = detokenize(model, tokens)  # (T, C, th, tw)
     images, start = [], 0
     for e in header.images:

@@ -5,7 +5,8 @@ A codec run (made by `latentlab train-codec`) is a directory::
     RUN/codec.json          manifest: {"format": 1, "tokenizer": "tokenizer-run",
                             "prior": "prior-run", "fingerprint": "…", "tile": [C, H, W],
                             "grid": [h, w], "vocab": V, "data": SPEC}
-    RUN/tokenizer-run/      a `train-tokenizer` run (discrete bottleneck: vq, lfq or fsq)
+    RUN/tokenizer-run/      a `train-tokenizer` run (discrete bottleneck: vq, lfq, fsq, gumbel
+                            or hvq)
     RUN/prior-run/          a `train-generator` run of family `ar` on that tokenizer's tokens
                             (or, given explicitly as --prior, of family `pixelcnn`)
 
@@ -20,13 +21,16 @@ computes the same fp32 numbers, and where it does not, the token checksum of the
 (see `codec.py` and docs/codec.md).
 
 The tile a codec codes is the tokenizer's training resolution: the prior was trained on token
-grids of one shape (h, w), so a tile is (h * f, w * f) pixels for a tokenizer of factor f.
+grids of one shape (h, w), so a tile is (h * f, w * f) pixels for a tokenizer of factor f. An
+hvq tokenizer's tile has a latent grid (h, w) too, its tokens being the top grid (h/2, w/2) and
+then that grid, one sequence.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -36,6 +40,7 @@ from latentlab import config as C
 from latentlab.errors import CheckpointError, UserError
 from latentlab.generation.generator import Generator
 from latentlab.generators.autoregressive import ARTransformer
+from latentlab.generators.hierarchical import top_side
 from latentlab.generators.pixelcnn import PixelCNN
 from latentlab.tokenizers.tokenizer import Tokenizer
 
@@ -51,10 +56,11 @@ class CodecModel:
     the arithmetic is reproducible (docs/codec.md). The tokenizer stays where it is.
 
     Args:
-        tokenizer: a discrete convolutional tokenizer (vq, lfq, fsq).
+        tokenizer: a discrete convolutional tokenizer (vq, lfq, fsq, gumbel, hvq).
         prior: an `ARTransformer` or a `PixelCNN` over its token indices (both give exact
             probabilities per position in raster order through `next_token_logits`).
-        grid: (h, w), the token grid the prior models (h * w = prior.seq_len).
+        grid: (h, w), the latent grid of a tile; the prior models its tokens (h * w of them,
+            or hvq's top and bottom grids in one sequence).
     """
 
     def __init__(self, tokenizer: Tokenizer, prior: ARTransformer | PixelCNN,
@@ -67,9 +73,10 @@ class CodecModel:
         if prior.vocab_size != tokenizer.bottleneck.codebook_size:
             raise CheckpointError(f"prior: vocabulary of {prior.vocab_size} tokens, but the "
                                   f"tokenizer has {tokenizer.bottleneck.codebook_size} codes")
-        if grid[0] * grid[1] != prior.seq_len:
-            raise CheckpointError(f"prior: {prior.seq_len} tokens per item, not a "
-                                  f"{grid[0]}x{grid[1]} grid")
+        self.tokens = tokenizer.bottleneck.index_shape(tuple(grid))
+        if math.prod(self.tokens) != prior.seq_len:
+            raise CheckpointError(f"prior: {prior.seq_len} tokens per item, not the "
+                                  f"{math.prod(self.tokens)} of a {grid[0]}x{grid[1]} grid")
         self.tokenizer = tokenizer.eval()
         self.prior = prior.to("cpu", torch.float32).eval()
         self.grid = (int(grid[0]), int(grid[1]))
@@ -149,11 +156,17 @@ def load_prior(run: str | Path) -> tuple[ARTransformer | PixelCNN, tuple[int, in
     generator = Generator.load(run)
     what = generator.what
     if generator.family not in ("ar", "pixelcnn") or what.kind != "indices" \
-            or len(what.shape) != 2:
+            or len(what.shape) not in (1, 2):
         raise CheckpointError(f"{run}: the prior must be an autoregressive generator (family ar "
                               f"or pixelcnn) "
                               f"over 2-D token grids; this run is {generator.family} over "
                               f"{what.kind} of shape {tuple(what.shape)}")
+    if len(what.shape) == 1:  # hvq: the top grid n x n, then the bottom grid 2n x 2n
+        try:
+            side = 2 * top_side(what.shape[0])
+        except ValueError as e:
+            raise CheckpointError(f"{run}: {e}") from None
+        return generator.network.eval(), (side, side)
     return generator.network.eval(), (int(what.shape[0]), int(what.shape[1]))
 
 

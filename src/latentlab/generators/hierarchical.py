@@ -58,6 +58,11 @@ class HierarchicalPixelCNN(nn.Module):
                                copy.deepcopy(text), context=vocab_size)
 
     @property
+    def cfg(self) -> PixelCNNConfig:
+        """The architecture of both PixelCNNs."""
+        return self.top.cfg
+
+    @property
     def text(self) -> nn.Module | None:
         return self.top.text
 
