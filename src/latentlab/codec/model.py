@@ -67,7 +67,7 @@ class CodecModel:
                  grid: tuple[int, int]):
         if not tokenizer.discrete or tokenizer.cfg.arch.kind == "mlp":
             raise CheckpointError("tokenizer: the codec needs a discrete image tokenizer (conv "
-                                  f"or diffusers arch, vq/lfq/fsq bottleneck), got "
+                                  f"or diffusers arch, vq/lfq/fsq/gumbel/hvq bottleneck), got "
                                   f"{tokenizer.cfg.arch.kind} with "
                                   f"{tokenizer.cfg.bottleneck.kind}")
         if prior.vocab_size != tokenizer.bottleneck.codebook_size:

@@ -72,7 +72,8 @@ class CodecRunConfig:
 
     tokenizer: TokenizerRunConfig = field(
         default_factory=lambda: copy.deepcopy(TOKENIZER_PRESETS["digits-vq"]))
-    """The tokenizer, trained first (its bottleneck must be discrete: vq, lfq or fsq)."""
+    """The tokenizer, trained first (its bottleneck must be discrete: vq, lfq, fsq, gumbel or
+    hvq)."""
     prior: PriorConfig = field(default_factory=PriorConfig)
     """The prior, trained on the tokenizer's tokens of the same dataset."""
 

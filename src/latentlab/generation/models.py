@@ -104,7 +104,7 @@ def build_models(cfg: GeneratorConfig, what: Modelled, prompts: TextTokenizer | 
     (`text_encoder`; `pretrained`: the saved configuration of a pretrained one)."""
     discrete = cfg.family in ("ar", "maskgit")
     if cfg.family != "pixelcnn" and discrete != (what.kind == "indices"):
-        need = "token indices (a discrete tokenizer: vq, lfq, fsq)" if discrete \
+        need = "token indices (a discrete tokenizer: vq, lfq, fsq, gumbel, hvq)" if discrete \
             else "continuous data (use generator.family ar, maskgit or pixelcnn for token indices)"
         raise ConfigError(f"generator.family: '{cfg.family}' models {need}; this data is "
                           f"{what.kind}")
@@ -151,8 +151,8 @@ def pixelcnn(cfg: GeneratorConfig, what: Modelled, text: dict
     an hvq tokenizer's two levels (T,); `text`: {"text": encoder} or {}."""
     if what.kind == "latents":
         raise ConfigError("generator.family: 'pixelcnn' models token indices (a discrete "
-                          "tokenizer: vq, lfq, fsq) or pixels (no tokenizer); this data is "
-                          "continuous latents")
+                          "tokenizer: vq, lfq, fsq, gumbel, hvq) or pixels (no tokenizer); "
+                          "this data is continuous latents")
     if what.kind == "pixels" and len(what.shape) != 3:
         raise ConfigError(f"generator.family: 'pixelcnn' models pixels of images (C, H, W); "
                           f"this data is {what.shape}")
