@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from latentlab.commands import options
@@ -51,6 +52,9 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
         base = {"tokenizer": C.to_dict(TOKENIZER_PRESETS[args.preset]),
                 "prior": C.to_dict(PriorConfig())}
         cfg = C.from_dict(CodecRunConfig, C.apply_overrides(base, overrides))
+    from latentlab.evaluation.perceptual import resolve_perceptual
+
+    cfg = dataclasses.replace(cfg, tokenizer=resolve_perceptual(cfg.tokenizer))
     metrics = train_codec(cfg, args.out, mode)
     tok = metrics["tokenizer"]
     print(f"codec {metrics['fingerprint']}: tokenizer PSNR {tok.get('psnr', float('nan')):.2f} "

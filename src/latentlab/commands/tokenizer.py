@@ -29,7 +29,9 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
                                               overrides))
     if configured(args, cfg):
         return 0
-    metrics = train_tokenizer(cfg, args.out, mode)
+    from latentlab.evaluation.perceptual import resolve_perceptual
+
+    metrics = train_tokenizer(resolve_perceptual(cfg), args.out, mode)
     _print_summary(metrics)
     return 0
 

@@ -121,11 +121,10 @@ def spread(tokenizer: Tokenizer, test: Encoded, seed: int) -> dict:
     """Cosine histogram and eigenvalue decay of the codebook entries (discrete) or of the
     flattened normalised test latents (continuous), as lists for plots."""
     if tokenizer.discrete:
-        k = tokenizer.bottleneck.codebook_size
-        codes = torch.arange(k, device=tokenizer.latent_shift.device)
-        if k > MAX_COSINE_ITEMS:
-            codes = codes[torch.tensor(subset(k, MAX_COSINE_ITEMS, seed), device=codes.device)]
-        vectors, of = tokenizer.bottleneck.indices_to_codes(codes).float().cpu(), "codebook"
+        vectors = tokenizer.bottleneck.codebook_vectors().float().cpu()
+        if len(vectors) > MAX_COSINE_ITEMS:
+            vectors = vectors[torch.tensor(subset(len(vectors), MAX_COSINE_ITEMS, seed))]
+        of = "codebook"
     else:
         vectors = test.z[torch.tensor(subset(len(test.z), MAX_COSINE_ITEMS, seed))]
         of = "latents"

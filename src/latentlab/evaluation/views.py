@@ -21,9 +21,7 @@ Legend: N items, C channels, H height, W width, D values per item, F feature wid
 
 from __future__ import annotations
 
-import logging
 import os
-import zipfile
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +30,7 @@ from torch import nn
 
 from latentlab.evaluation.features import feature_network
 from latentlab.metrics.generation import Embed, frechet_distance
+from latentlab.nn.exported import load_program
 
 PIXEL_COMPONENTS = 64  # the pixels view keeps at most this many dimensions
 PCA_FIT_ITEMS = 10_000  # principal components are fitted on at most this many training items
@@ -66,24 +65,8 @@ def probabilities(net: nn.Module, items: torch.Tensor, batch_size: int = 512) ->
 
 
 def load_extractor(path: str | os.PathLike) -> nn.Module:
-    """A feature extractor saved with `torch.export.save` (a .pt2 file), in eval mode.
-
-    torch.export's format rebuilds the graph from its own schema (no pickled code is run), and
-    it supersedes TorchScript, which torch 2.13 deprecates.
-    """
-    if not zipfile.is_zipfile(path):  # a .pt2 program is a zip archive
-        raise ValueError(f"{path}: not a torch.export program (not a .pt2 archive)")
-    quiet = logging.getLogger("torch.export")  # it logs a traceback before raising
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    try:
-        program = torch.export.load(str(path))
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ValueError(f"{path}: not a torch.export program ({type(e).__name__}: {e})"
-                         ) from None
-    finally:
-        quiet.setLevel(level)
-    return program.module()
+    """A feature extractor saved with `torch.export.save` (a .pt2 file): `nn.exported`."""
+    return load_program(path)
 
 
 class InceptionView:

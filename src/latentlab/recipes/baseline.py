@@ -6,6 +6,7 @@ Legend: B batch, C channels, H height, W width.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,9 +33,19 @@ class LossConfig:
     discriminator: DiscriminatorConfig | None = None
     """The discriminator and how its loss is weighed: only when gan is true (its defaults when
     not given)."""
+    perceptual: float = 0.0
+    """Weight of a perceptual distance added to the reconstruction loss (LPIPS-style, over a
+    network of latentlab's own, no downloaded weights: `metrics.perceptual`); 0 is off. Images
+    only."""
+    perceptual_net: str = ""
+    """The perceptual distance's network, a torch.export program (.pt2) returning a tuple of
+    feature maps; '' is the self-supervised network of the run's data, exported to the feature
+    cache when the run starts (`evaluation.perceptual`)."""
 
     def __post_init__(self):
         self.discriminator = switched(self.discriminator, self.gan, DiscriminatorConfig)
+        if not (self.perceptual >= 0 and math.isfinite(self.perceptual)):
+            raise ValueError(f"perceptual: must be a finite weight >= 0, got {self.perceptual}")
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """The training objective of every decomposer recipe (baseline, dae, coupled, coupled+dae).
 
 Phases, one optimizer each, run in this order every step:
-    "autoencoder"     encoder, bottleneck and decoder(s): reconstruction + the bottleneck's own
-                      loss (+ the coupled regularizer) (+ the adversarial loss)
+    "autoencoder"     encoder, bottleneck and decoder(s): reconstruction (+ the perceptual
+                      distance) + the bottleneck's own loss (+ the coupled regularizer)
+                      (+ the adversarial loss)
     "tiny_<width>"    coupled recipes: each tiny generator on the detached latent the
                       autoencoder phase handed on for this micro-batch
     "discriminator"   with the GAN on: the PatchGAN
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from latentlab.data.base import EVAL_BATCH, Batch, LatentlabDataset
+from latentlab.metrics.perceptual import FrozenFeatures
 from latentlab.recipes.baseline import (
     LossConfig,
     evaluate_tokenizer,
@@ -51,14 +53,18 @@ class TokenizerObjective(Objective):
         heldout: (N, C, H, W) held-out images whose latents score the tiny generators.
         prompted: the tiny generators are text-conditioned: batches' `y` are prompt token ids
             (`generation.prompts.Prompted`), and `heldout_prompts` (N, P) those of `heldout`.
+        perceptual: the network of the perceptual loss when `loss.perceptual` is on; kept out
+            of the module tree (no state, rebuilt from its file on resume).
     """
 
     def __init__(self, tokenizer: Tokenizer, loss: LossConfig, dae: DAEConfig | None = None,
                  coupling: Coupling | None = None, steps: int = 1,
                  heldout: torch.Tensor | None = None, prompted: bool = False,
-                 heldout_prompts: torch.Tensor | None = None):
+                 heldout_prompts: torch.Tensor | None = None,
+                 perceptual: FrozenFeatures | None = None):
         super().__init__()
         self.tokenizer, self.cfg, self.coupling = tokenizer, loss, coupling
+        self.perceptual = perceptual
         self.prompted = prompted
         # held-out images whose latents score the tiny generators (not saved: data, not state)
         self.register_buffer("heldout", heldout, persistent=False)
@@ -140,9 +146,13 @@ class TokenizerObjective(Objective):
             latent, loss, tiny_input = coupled.latent, loss + coupled.loss, coupled.tiny_input
             logs |= coupled.logs
         x_hat = self.decoder(step)(latent)
-        rec_loss = reconstruction_loss(x_hat, x, self.cfg.reconstruction)
+        pixel_loss = rec_loss = reconstruction_loss(x_hat, x, self.cfg.reconstruction)
+        if self.perceptual is not None:  # VQGAN's reconstruction term: pixels + perceptual
+            perceptual = self.perceptual.distance(x_hat, x).mean()
+            rec_loss = pixel_loss + self.cfg.perceptual * perceptual
+            logs["loss/perceptual"] = perceptual.detach()
         loss = loss + rec_loss
-        logs |= {"loss/recon": rec_loss.detach(), "loss/bottleneck": out.loss.detach()}
+        logs |= {"loss/recon": pixel_loss.detach(), "loss/bottleneck": out.loss.detach()}
         if self.weak_decoder is not None:
             logs["dae/stage"] = torch.tensor(2.0 if frozen else 1.0)
         if self.gan_on(step):

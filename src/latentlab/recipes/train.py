@@ -28,7 +28,9 @@ from latentlab.errors import ConfigError
 from latentlab.generation.config import TextConfig
 from latentlab.generation.prompts import Prompted, prompt_tokenizer
 from latentlab.generators.denoisers.dit import DiT
+from latentlab.metrics.perceptual import FrozenFeatures
 from latentlab.nn import num_parameters
+from latentlab.nn.exported import load_program
 from latentlab.recipes.baseline import LossConfig, evaluate_tokenizer
 from latentlab.recipes.config import CoupledConfig, DAEConfig
 from latentlab.recipes.coupled import LatentCoupling
@@ -198,7 +200,29 @@ def build_objective(cfg: TokenizerRunConfig, data, heldout=None,
         items = heldout.__getitems__(list(range(min(cfg.coupled.heldout, len(heldout)))))
         images, ids = items.x, (items.y if prompts is not None else None)
     return TokenizerObjective(tokenizer, cfg.loss, dae, coupling, cfg.train.steps, images,
-                              prompts is not None, ids)
+                              prompts is not None, ids, perceptual_features(cfg, data))
+
+
+def perceptual_features(cfg: TokenizerRunConfig, data) -> FrozenFeatures | None:
+    """The network of the perceptual loss, if it is on (ConfigError naming the field when it
+    cannot serve this data)."""
+    if not cfg.loss.perceptual:
+        return None
+    if len(data.shape) != 3:
+        raise ConfigError(f"loss.perceptual: a perceptual distance compares images, this data "
+                          f"is {tuple(data.shape)}")
+    if not cfg.loss.perceptual_net:
+        raise ConfigError("loss.perceptual_net: no network given; train-tokenizer and the "
+                          "study export the data's self-supervised network when it is empty "
+                          "(evaluation.perceptual.resolve_perceptual)")
+    try:
+        network = FrozenFeatures(load_program(cfg.loss.perceptual_net))
+        with torch.no_grad():
+            network(torch.zeros(2, *data.shape))
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"loss.perceptual_net: {first}") from None
+    return network
 
 
 def load_splits(cfg: TokenizerRunConfig) -> tuple[LatentlabDataset, LatentlabDataset,

@@ -35,6 +35,7 @@ from pathlib import Path
 from latentlab import config as C
 from latentlab.data import load_dataset
 from latentlab.errors import UserError
+from latentlab.evaluation.perceptual import resolve_perceptual
 from latentlab.evaluation.scaling import scaling_figures
 from latentlab.evaluation.verdicts import Comparison, compare, generation_verdict, verdict_line
 from latentlab.evaluation.views import IMAGE_VIEWS
@@ -200,7 +201,8 @@ def run_one(cfg: StudyConfig, run: StudyRun, label: str, clock: Clock,
     `big_generator` is the study's generator config (what the coupled recipes aim at); `steps`
     the tokenizer's (0: `budget.tokenizer_steps`).
     """
-    tok = tokenizer_run(cfg, run.recipe, run.seed, big_generator, steps)
+    tok = resolve_perceptual(tokenizer_run(cfg, run.recipe, run.seed, big_generator, steps),
+                             cfg.evaluation.cache_dir or None)
     fresh = not _reusable(run.tokenizer, tok, TokenizerRunConfig)
     if fresh:
         _forget_after(run, "tokenizer")

@@ -79,6 +79,16 @@ class Bottleneck(nn.Module):
         """(B, C, *S) codes (as in `latent`) -> (B, *S) int64 indices."""
         raise NotImplementedError(f"{type(self).__name__} is not discrete")
 
+    def codebook_vectors(self) -> torch.Tensor:
+        """(K, C) every code vector a discrete bottleneck holds (for plots of its spread)."""
+        codes = torch.arange(self.codebook_size, device=self._device())
+        return self.indices_to_codes(codes)
+
+    def _device(self) -> torch.device:
+        tensor = next(iter(self.buffers()), None)
+        tensor = tensor if tensor is not None else next(iter(self.parameters()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
 
 @contextlib.contextmanager
 def full_precision(z: torch.Tensor):

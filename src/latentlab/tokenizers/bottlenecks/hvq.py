@@ -114,6 +114,10 @@ class HierarchicalVQ(Bottleneck):
         top, bottom = self.split(indices)
         return join(self.bottom.indices_to_codes(bottom), self.top.indices_to_codes(top))
 
+    def codebook_vectors(self) -> torch.Tensor:
+        """(2K, D): the top level's codes, then the bottom level's."""
+        return torch.cat([self.top.codebook_vectors(), self.bottom.codebook_vectors()])
+
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, 2D, h, w) -> (B, T) int64: each level's nearest codes."""
         d = self.channels // 2
