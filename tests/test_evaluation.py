@@ -25,7 +25,8 @@ from latentlab.training.config import TrainConfig
 from .conftest import tiny_run_config
 
 TOKENIZER_KEYS = {
-    "kind", "data", "seed", "mse", "psnr", "ssim", "feature_net_accuracy", "rfd",
+    "kind", "data", "seed", "mse", "psnr", "ssim", "feature_net_accuracy", "rfd", "rfd/pixels",
+    "rfd/ssl",
     "lipschitz_encoder_mean", "lipschitz_encoder_q95", "lipschitz_encoder_max",
     "lipschitz_decoder_mean", "lipschitz_decoder_q95", "lipschitz_decoder_max", "nn_accuracy",
     "predictability", "predictability_unit", "cosine_of", "cosine_histogram", "eigenvalues"}
@@ -93,7 +94,8 @@ def test_evaluate_a_tokenizer_run_keeps_training_metrics_and_adds_every_key(
     assert evaluation["mse"] == pytest.approx(before["test"]["mse"], rel=1e-6)
     assert evaluation["predictability_unit"] == "bits_per_token"
     assert 0 < evaluation["predictability"] < math.log2(32) + 1
-    assert 0 <= evaluation["nn_accuracy"] <= 1 and evaluation["rfd"] >= 0
+    assert 0 <= evaluation["nn_accuracy"] <= 1
+    assert min(evaluation["rfd"], evaluation["rfd/pixels"], evaluation["rfd/ssl"]) > 0
     counts = evaluation["cosine_histogram"]["counts"]
     assert sum(counts) == 32 * 31 // 2 and evaluation["cosine_of"] == "codebook"
     assert sum(evaluation["eigenvalues"]) == pytest.approx(1.0)

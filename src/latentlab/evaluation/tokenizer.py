@@ -19,9 +19,9 @@ from latentlab.data.base import LatentlabDataset
 from latentlab.errors import UserError
 from latentlab.evaluation.features import FeatureNet, feature_network
 from latentlab.evaluation.probe import PROBE_STEPS, UNITS, predictability
-from latentlab.evaluation.views import inception_fid
+from latentlab.evaluation.views import dataset_views, inception_fid
 from latentlab.generation.encode import load_tokenizer
-from latentlab.metrics.generation import frechet_distance
+from latentlab.metrics.generation import Embed, frechet_distance
 from latentlab.metrics.latent import (
     cosine_histogram,
     eigenvalue_decay,
@@ -135,9 +135,11 @@ def spread(tokenizer: Tokenizer, test: Encoded, seed: int) -> dict:
 
 
 def reconstruction_distance(net: FeatureNet, tokenizer: Tokenizer, test: Encoded,
-                            inception: str | os.PathLike | None) -> dict[str, float]:
-    """rfd: Fréchet distance between the feature sets of test items and their
-    reconstructions (and inception_rfid with a user-supplied extractor)."""
+                            inception: str | os.PathLike | None,
+                            views: dict[str, Embed] | None = None) -> dict[str, float]:
+    """rfd: Fréchet distance between the classifier features of test items and of their
+    reconstructions; rfd/VIEW the same in each of `views` (and inception_rfid with a
+    user-supplied extractor)."""
     device = tokenizer.latent_shift.device
     with torch.no_grad():
         latent = tokenizer.denormalize(test.z.to(device))
@@ -145,6 +147,8 @@ def reconstruction_distance(net: FeatureNet, tokenizer: Tokenizer, test: Encoded
     if x_hat.ndim == 4:
         x_hat = x_hat.clamp(-1, 1)
     out = {"rfd": frechet_distance(net.embed(test.x), net.embed(x_hat))}
+    for name, embed in (views or {}).items():
+        out[f"rfd/{name}"] = frechet_distance(embed(test.x), embed(x_hat))
     if inception is not None and x_hat.ndim == 4:
         out["inception_rfid"] = inception_fid(test.x, x_hat, inception)
     return out
@@ -177,9 +181,13 @@ def evaluate_tokenizer_run(run: str | Path, cache_dir: str | os.PathLike | None 
     test = encode_items(tokenizer, test_data, list(range(len(test_data))))
     net = feature_network(spec, cache_dir)
     out["feature_net_accuracy"] = net.accuracy
-    out |= reconstruction_distance(net, tokenizer, test, inception)
-    out |= complexity(tokenizer, test, seed)
     train_enc = encode_items(tokenizer, train, subset(len(train), MAX_TRAIN_ITEMS, seed))
+    views = {}
+    if test.x.ndim == 4:  # images: also the pixel and self-supervised views
+        every, _ = dataset_views(spec, train_enc.x, cache_dir)
+        views = {name: every[name] for name in ("pixels", "ssl") if name in every}
+    out |= reconstruction_distance(net, tokenizer, test, inception, views)
+    out |= complexity(tokenizer, test, seed)
     if train.num_classes:
         out["nn_accuracy"] = nearest_neighbour_accuracy(train_enc.z, train_enc.y, test.z, test.y)
     if tokenizer.discrete:
