@@ -24,7 +24,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## speed benchmarks (installs the peer library they compare against)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	cd benchmarks && for b in peak engine_speed tokenizer_speed generator_speed codec_rd; do \
+	cd benchmarks && for b in peak engine_speed tokenizer_speed generator_speed families codec_rd; do \
 		../$(BIN)/python $$b.py || exit 1; done
 
 clean:
