@@ -124,7 +124,8 @@ def evaluate_prior(run: Path, kind: str, args: argparse.Namespace) -> int:
     if args.samples or args.nll:
         raise UserError("--prior draws its own samples and has no likelihood to report: "
                         "no --samples, no --nll")
-    evaluation = evaluate_vae_prior(run, args.n, args.cache_dir, args.seed, args.data)
+    evaluation = evaluate_vae_prior(run, args.n, args.cache_dir, args.seed, args.data,
+                                    args.reference)
     out = Path(args.out) if args.out else run / "prior_evaluation.json"
     record(run, evaluation, out, "prior_evaluation")
     print(summary(evaluation))

@@ -225,15 +225,15 @@ def evaluate_generator_run(run: str | Path, n: int = DEFAULT_N,
 
 def evaluate_vae_prior(tokenizer_run: str | Path, n: int = DEFAULT_N,
                        cache_dir: str | os.PathLike | None = None, seed: int = 0,
-                       spec: str = "") -> dict:
+                       spec: str = "", reference: str = "auto") -> dict:
     """The VAE's own sampler scored as a generator's samples are: n decoded N(0, I) draws of
     the KL tokenizer run `tokenizer_run` (`generation.sample.prior_samples_to_file`), written
-    to RUN/prior_samples.npz, against the reference split of `spec` (default: the run's data),
-    in every view. What a latent generator adds is its figures against these."""
+    to RUN/prior_samples.npz, against the `reference` split of `spec` (default: the run's
+    data), in every view. What a latent generator adds is its figures against these."""
     from latentlab.generation.sample import run_data
 
     spec = spec or run_data(tokenizer_run)
     samples = Path(tokenizer_run) / PRIOR_SAMPLES
     prior_samples_to_file(tokenizer_run, n, samples, spec, seed=seed)
     return {"kind": "vae_prior", "data": spec, "seed": seed, "samples_file": str(samples)} | (
-        score_samples(spec, samples, cache_dir, seed=seed))
+        score_samples(spec, samples, cache_dir, seed=seed, reference=reference))
