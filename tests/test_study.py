@@ -24,6 +24,7 @@ from latentlab.study.presets import study_preset
 from latentlab.study.run import Clock, headline, plan, run_study, summarize
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "study"
+GENERATOR_CONFIGS = CONFIGS.parent / "generators"
 
 # two recipes, one seed, budgets of a few dozen steps: the whole pipeline in seconds
 TINY = {
@@ -350,3 +351,20 @@ def test_bad_configs_fail_before_any_training(tmp_path, capsys, field, value, me
 def test_a_bad_config_value_raises_config_error():
     with pytest.raises(ConfigError, match="seeds"):
         study_from_dict({"seeds": [0, 0]})
+
+
+def test_a_study_of_a_network_without_a_transformer_width_varies_only_the_budget():
+    from latentlab.errors import ConfigError
+    from latentlab.generators.pixelcnn import PixelCNNConfig
+    from latentlab.study.curves import CurveConfig, CurvePoint, curve_points, transformer_width
+
+    base = C.load(GeneratorRunConfig, GENERATOR_CONFIGS / "digits-pixelcnn.yaml")
+    ar = C.load(GeneratorRunConfig, GENERATOR_CONFIGS / "digits-ar.yaml")
+    assert transformer_width(base) == 0 and transformer_width(ar) == 128
+    [point] = curve_points(CurveConfig(generator_steps=[20]), 40, 0)
+    run = point.generator(base)
+    assert run.train.steps == 20 and run.generator.network == base.generator.network
+    assert isinstance(run.generator.network, PixelCNNConfig)
+    with pytest.raises(ConfigError, match="curves.generator_widths: the study's generator"):
+        curve_points(CurveConfig(generator_widths=[64]), 40, 0)
+    assert CurvePoint("w", 40, 64).generator(ar).generator.network.width == 64

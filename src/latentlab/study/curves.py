@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from latentlab.errors import ConfigError
 from latentlab.evaluation.verdicts import compare, generation_verdict
 from latentlab.evaluation.views import IMAGE_VIEWS
 from latentlab.generators.autoregressive import ARConfig
@@ -52,23 +53,36 @@ class CurvePoint:
     width: int
 
     def generator(self, base):
-        """The main generator run config `base` at this point's budget and width."""
+        """The main generator run config `base` at this point's budget and width (a network
+        without a transformer width, 0, keeps its own)."""
         net = generator_network(base)
-        head = net.width // net.heads
-        network = dataclasses.replace(net, width=self.width, heads=max(1, self.width // head))
+        if self.width:
+            head = net.width // net.heads
+            net = dataclasses.replace(net, width=self.width, heads=max(1, self.width // head))
         return dataclasses.replace(
             base, train=dataclasses.replace(base.train, steps=self.steps),
-            generator=dataclasses.replace(base.generator, network=network))
+            generator=dataclasses.replace(base.generator, network=net))
 
 
 def generator_network(run) -> DiTConfig | ARConfig:
-    """The transformer of a generator run config (a study's generator is a DiT unless its
-    config names another network)."""
+    """The network of a generator run config (a study's generator is a DiT unless its config
+    names another network)."""
     return run.generator.network or DiTConfig()
 
 
+def transformer_width(run) -> int:
+    """The token width of a generator run's transformer (dit, ar, maskgit); 0 for a network
+    without one (pixelcnn, gan, mlp), whose curves vary the budget only."""
+    net = generator_network(run)
+    return net.width if hasattr(net, "width") and hasattr(net, "heads") else 0
+
+
 def curve_points(curves: CurveConfig, steps: int, width: int) -> list[CurvePoint]:
-    """The extra points around the main (steps, width)."""
+    """The extra points around the main (steps, width); ConfigError when widths are asked of
+    a network without a transformer width (`width` 0)."""
+    if curves.generator_widths and not width:
+        raise ConfigError("curves.generator_widths: the study's generator network has no "
+                          "transformer width to vary (dit, ar and maskgit have one)")
     return ([CurvePoint(f"steps{s}", s, width) for s in curves.generator_steps if s != steps]
             + [CurvePoint(f"width{w}", steps, w) for w in curves.generator_widths
                if w != width])

@@ -47,9 +47,9 @@ from latentlab.study.config import StudyConfig, generator_run, tokenizer_run
 from latentlab.study.curves import (
     CurvePoint,
     curve_points,
-    generator_network,
     run_point,
     summarize_curves,
+    transformer_width,
 )
 from latentlab.study.evaluate import (
     ADHERENCE_JUDGE,
@@ -359,7 +359,7 @@ def run_study(cfg: StudyConfig, out: str | Path, overwrite: bool = False) -> dic
     big = (out / GENERATOR).resolve()
     steps = tokenizer_steps(cfg, big)
     main = CurvePoint(f"steps{cfg.budget.generator_steps}", cfg.budget.generator_steps,
-                      generator_network(cfg.generator).width)
+                      transformer_width(cfg.generator))
     points = curve_points(cfg.curves, main.steps, main.width)
     curves: dict[str, dict] = {p.name: {r: {} for r in cfg.recipes} for p in [main, *points]}
     evaluations = []
