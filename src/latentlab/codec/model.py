@@ -42,6 +42,7 @@ from latentlab.generation.generator import Generator
 from latentlab.generators.autoregressive import ARTransformer
 from latentlab.generators.hierarchical import top_side
 from latentlab.generators.pixelcnn import PixelCNN
+from latentlab.nn import hash_tensors
 from latentlab.tokenizers.tokenizer import Tokenizer
 
 MANIFEST = "codec.json"
@@ -119,10 +120,7 @@ def model_fingerprint(tokenizer: nn.Module, prior: nn.Module) -> bytes:
     h = hashlib.sha256(b"latentlab codec model\0")
     for part, module in (("tokenizer", tokenizer), ("prior", prior)):
         h.update(json.dumps({part: C.to_dict(module.cfg)}, sort_keys=True).encode())
-        for name, tensor in sorted(module.state_dict().items()):
-            t = tensor.detach().to("cpu").contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        hash_tensors(h, module.state_dict())
     return h.digest()[:8]
 
 

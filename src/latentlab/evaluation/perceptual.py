@@ -30,6 +30,7 @@ from latentlab.evaluation.features import cache_directory
 from latentlab.evaluation.ssl import ssl_network
 from latentlab.io import atomic_path
 from latentlab.metrics.perceptual import relu_features
+from latentlab.nn import hash_tensors
 
 NAME = "ssl_perceptual"
 
@@ -39,9 +40,7 @@ def perceptual_network(spec: str, cache_dir: str | os.PathLike | None = None) ->
     ReLU feature maps, eval mode, any batch size), exported on first use."""
     net = ssl_network(spec, cache_dir).eval()
     h = hashlib.sha256()
-    for name, t in sorted(net.body.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    hash_tensors(h, net.body.state_dict())
     path = cache_directory(spec, cache_dir)[2] / f"{NAME}-{h.hexdigest()[:12]}.pt2"
     if not path.exists():
         features = relu_features(net.body).eval()

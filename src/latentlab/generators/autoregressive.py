@@ -10,10 +10,9 @@ unconditional model always feeds the null class (its start token).
 A text-conditioned model (DALL-E style: one causal stream of text, then image) feeds
 [c_0, ..., c_{L-1}, start token, x_0, ..., x_{N-2}]: the L prompt tokens as its text encoder
 encodes them (its own positions included), projected to width, then the image part of an
-unconditional model, whose start token predicts x_0. Padding
-positions of the prompt are masked out as keys for every query; the prompt positions' outputs
-are never scored, so the image log-likelihood is that of the N image tokens alone. The KV
-cache holds the prompt once encoded.
+unconditional model, whose start token predicts x_0. Padding positions of the prompt are masked
+out as keys for every query; the prompt positions' outputs are never scored, so the image
+log-likelihood is that of the N image tokens alone. The KV cache holds the prompt once encoded.
 
 Legend: B batch, N tokens per image (seq_len), T positions fed now, P positions cached,
 V vocabulary, D width, L prompt tokens, E text width.

@@ -57,15 +57,14 @@ class FrozenFeatures:
     their state dict, checkpoints and DDP), being rebuilt from its file instead."""
 
     def __init__(self, network: nn.Module):
-        self.network = network
+        self.network, self.device = network, torch.device("cpu")  # loaded on the CPU
         for p in network.parameters():
             p.requires_grad_(False)
 
     def __call__(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
-        first = next(iter(self.network.buffers()), None)
-        first = first if first is not None else next(iter(self.network.parameters()), None)
-        if first is not None and first.device != x.device:
+        if x.device != self.device:
             self.network.to(x.device)
+            self.device = x.device
         return self.network(x)
 
     def __deepcopy__(self, memo: dict) -> FrozenFeatures:
